@@ -1,0 +1,1 @@
+"""Default data sets shipped with seqapp (installed as the package ``seqapp.bundled``)."""

@@ -1,0 +1,282 @@
+"""Typed configuration: a YAML template plus command-line overrides.
+
+A template is a YAML mapping with ``task``, an optional ``description`` and three
+sections, ``data``, ``model`` and ``train``. Each section is a dataclass; the task
+chooses the dataclasses for ``data`` and ``model`` (``Task.DataConfig``,
+``Task.ModelConfig``), while ``train`` is shared. Every value is checked against its
+field's type and allowed range, so a mistake is reported with the key, the bad value and
+what is allowed, before any training starts.
+
+Range and choice limits live beside the field, in its metadata::
+
+    units: int = field(default=256, metadata=at_least(1))
+    cell: str = field(default="lstm", metadata=one_of("simplernn", "lstm", "gru"))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from seqapp.errors import SeqappError
+
+CELLS = ("simplernn", "lstm", "gru")
+
+
+def one_of(*choices: Any) -> dict:
+    """Field metadata: the value must be one of ``choices``."""
+    return {"choices": choices}
+
+
+def at_least(low: float) -> dict:
+    """Field metadata: the value must be ``>= low``."""
+    return {"min": low}
+
+
+def between(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> dict:
+    """Field metadata: the value must lie between ``low`` and ``high``."""
+    return {"min": low, "max": high, "low_open": low_open, "high_open": high_open}
+
+
+@dataclass
+class ModelConfig:
+    """The recurrent stack every task builds (see ``seqapp.layers``)."""
+
+    cell: str = field(default="lstm", metadata=one_of(*CELLS))
+    units: int = field(default=256, metadata=at_least(1))
+    layers: int = field(default=1, metadata=at_least(1))
+    dropout: float = field(default=0.0, metadata=between(0.0, 1.0, high_open=True))
+    bidirectional: bool = False
+    embedding_dim: int = field(default=64, metadata=at_least(1))
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser and training-loop settings shared by all tasks."""
+
+    epochs: int = field(default=10, metadata=at_least(1))
+    batch_size: int = field(default=64, metadata=at_least(1))
+    learning_rate: float = field(default=0.002, metadata=between(0.0, 10.0, low_open=True))
+    clipnorm: float = field(default=1.0, metadata=at_least(0.0))
+    patience: int = field(default=3, metadata=at_least(0))
+    random_seed: int = field(default=0, metadata=at_least(0))
+
+
+@dataclass
+class Config:
+    """A resolved configuration: exactly what a run is trained with."""
+
+    task: str
+    data: Any
+    model: Any
+    train: TrainConfig
+    description: str = ""
+
+    def to_dict(self) -> dict:
+        """The config as plain YAML-ready values, in template order."""
+        return {
+            "task": self.task,
+            "description": self.description,
+            "data": dataclasses.asdict(self.data),
+            "model": dataclasses.asdict(self.model),
+            "train": dataclasses.asdict(self.train),
+        }
+
+
+SECTIONS = ("data", "model", "train")
+
+
+def read_yaml(path: Path) -> dict:
+    """Read a template file into a mapping, with clear errors for the usual mistakes."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SeqappError(f"template {path} does not exist; check the path or run 'seqapp tasks'") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SeqappError(f"cannot read template {path}: {exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where else ""
+        raise SeqappError(f"template {path} is not valid YAML{line}; fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise SeqappError(f"template {path} must be a YAML mapping with 'task', 'data', 'model' and 'train'")
+    return raw
+
+
+def build(raw: dict, overrides: list[str] = (), source: str = "template", values: dict | None = None) -> Config:
+    """Turn a template mapping plus overrides into a validated Config.
+
+    ``overrides`` are ``section.key=value`` strings whose value is parsed as YAML (``--set``);
+    ``values`` maps ``section.key`` to already-typed values (``--data``, ``--epochs``).
+    """
+    from seqapp.tasks import get_task
+
+    raw = {key: (dict(value) if isinstance(value, dict) else value) for key, value in raw.items()}
+    for override in overrides:
+        apply_override(raw, override)
+    for key, value in (values or {}).items():
+        section, name = key.split(".")
+        raw.setdefault(section, {})[name] = value
+    unknown = set(raw) - {"task", "description", *SECTIONS}
+    if unknown:
+        raise SeqappError(
+            f"unknown key '{sorted(unknown)[0]}' in {source}; allowed top-level keys: task, description, "
+            + ", ".join(SECTIONS)
+        )
+    if "task" not in raw:
+        raise SeqappError(f"{source} has no 'task' key; add e.g. 'task: textgen'")
+    task = get_task(str(raw["task"]))
+    sections = {"data": task.DataConfig, "model": task.ModelConfig, "train": TrainConfig}
+    values = {}
+    for name, cls in sections.items():
+        section = raw.get(name) or {}
+        if not isinstance(section, dict):
+            raise SeqappError(f"'{name}' in {source} must be a mapping of settings, got {section!r}")
+        values[name] = make_section(cls, section, name)
+    description = raw.get("description") or ""
+    cfg = Config(task=task.name, description=str(description), **values)
+    task.validate_config(cfg)
+    return cfg
+
+
+def apply_override(raw: dict, override: str) -> None:
+    """Apply one ``section.key=value`` override; the value is parsed as YAML."""
+    key, sep, text = override.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) != 2 or not all(parts):
+        raise SeqappError(f"bad --set '{override}'; use --set section.key=value, e.g. --set model.units=512")
+    section, name = parts
+    if section not in SECTIONS:
+        raise SeqappError(f"bad --set '{override}': unknown section '{section}'; use one of {', '.join(SECTIONS)}")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    raw.setdefault(section, {})
+    if raw[section] is None:
+        raw[section] = {}
+    raw[section][name] = value
+
+
+def make_section(cls: type, values: dict, section: str) -> Any:
+    """Build dataclass ``cls`` from ``values``, checking names, types and ranges."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            allowed = ", ".join(fields)
+            raise SeqappError(f"unknown key '{section}.{key}'; allowed keys in '{section}': {allowed}")
+        kwargs[key] = check_value(f"{section}.{key}", value, hints[key], fields[key].metadata)
+    return cls(**kwargs)
+
+
+def check_value(key: str, value: Any, hint: Any, meta: dict) -> Any:
+    """Return ``value`` converted to ``hint``'s type, or raise a SeqappError naming ``key``."""
+    value = coerce(key, value, hint)
+    if value is None:
+        return None
+    if "choices" in meta and value not in meta["choices"]:
+        allowed = ", ".join(str(choice) for choice in meta["choices"])
+        raise SeqappError(f"{key}={value!r} is not allowed; choose one of: {allowed}")
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        if "min" in meta and (item < meta["min"] or (meta.get("low_open") and item == meta["min"])):
+            raise SeqappError(f"{key}={value!r} is out of range; {describe_range(meta)}")
+        if "max" in meta and (item > meta["max"] or (meta.get("high_open") and item == meta["max"])):
+            raise SeqappError(f"{key}={value!r} is out of range; {describe_range(meta)}")
+    return value
+
+
+def describe_range(meta: dict) -> str:
+    """Say in words which values a range metadata allows."""
+    low = f"> {meta['min']}" if meta.get("low_open") else f">= {meta['min']}"
+    if "max" not in meta:
+        return f"it must be {low}"
+    high = f"< {meta['max']}" if meta.get("high_open") else f"<= {meta['max']}"
+    return f"it must be {low} and {high}"
+
+
+def coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check ``value`` against a type hint (int, float, bool, str, list[T], T | None)."""
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [arg for arg in args if arg is not type(None)]
+        return coerce(key, value, inner)
+    if typing.get_origin(hint) is list:
+        if not isinstance(value, list):
+            raise SeqappError(f"{key}={value!r} must be a list, e.g. [1, 2]")
+        return [coerce(key, item, args[0]) for item in value]
+    if hint is bool and isinstance(value, bool):
+        return value
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads "1e-3" as a string
+        except ValueError:
+            pass
+    if hint is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    expected = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(hint, str(hint))
+    raise SeqappError(f"{key}={value!r} has the wrong type; expected {expected}")
+
+
+def save(cfg: Config, path: Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+def load_saved(path: Path) -> Config:
+    """Read a run's config.yaml back into a Config."""
+    return build(read_yaml(path), source=str(path))
+
+
+def template_dir() -> Path:
+    """The folder of bundled templates (top-level ``tasks/``, shipped as seqapp.templates)."""
+    from importlib.resources import files
+
+    return Path(str(files("seqapp.templates")))
+
+
+def templates() -> dict[str, Path]:
+    """Bundled templates by name (file stem), sorted."""
+    return {path.stem: path for path in sorted(template_dir().glob("*.yaml"), key=lambda path: path.stem)}
+
+
+def resolve_template(name_or_path: str) -> Path:
+    """Find a template by bundled name (``textgen``) or by file path (``my.yaml``)."""
+    import difflib
+
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise SeqappError(f"template file {name_or_path} does not exist; check the path")
+        return path
+    known = templates()
+    if name_or_path in known:
+        return known[name_or_path]
+    close = difflib.get_close_matches(name_or_path, list(known), n=3)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise SeqappError(
+        f"unknown task or template '{name_or_path}'; {hint}run 'seqapp tasks' to list them, "
+        "or give a path to a .yaml template"
+    )
+
+
+def load(name_or_path: str, overrides: list[str] = (), values: dict | None = None) -> Config:
+    """Load a template (bundled name or path) and apply overrides (see :func:`build`)."""
+    path = resolve_template(name_or_path)
+    return build(read_yaml(path), overrides, source=f"template {path.name}", values=values)

@@ -1,0 +1,81 @@
+"""Recurrent stacks: one function turns a model config into Keras layers.
+
+Every task builds its recurrent part with :func:`recurrent_stack`, so ``cell``,
+``units``, ``layers``, ``dropout`` and ``bidirectional`` mean the same everywhere.
+Dropout is a separate ``Dropout`` layer after each recurrent layer (not the cell's own
+``dropout`` argument), which keeps the layers eligible for the fused cuDNN kernels on GPU.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:
+    import keras
+
+CELL_CLASSES = {"simplernn": "SimpleRNN", "lstm": "LSTM", "gru": "GRU"}
+
+
+def state_size(cell: str) -> int:
+    """How many state tensors one layer of ``cell`` carries (LSTM: h and c)."""
+    return 2 if cell == "lstm" else 1
+
+
+def recurrent_stack(
+    cell: str,
+    units: int,
+    layers: int = 1,
+    dropout: float = 0.0,
+    bidirectional: bool = False,
+    return_sequences: bool = False,
+    return_state: bool = False,
+    name: str = "rnn",
+) -> list["keras.layers.Layer"]:
+    """Layers for ``layers`` stacked recurrent layers of ``cell`` with ``units`` each.
+
+    All layers but the last return sequences (the next layer needs them); the last one
+    returns sequences only if ``return_sequences``. With ``return_state`` every
+    recurrent layer also returns its final state, for stateful step-by-step decoding.
+    """
+    import keras
+
+    cell_class = getattr(keras.layers, CELL_CLASSES[cell])
+    stack = []
+    for i in range(layers):
+        rnn = cell_class(
+            units,
+            return_sequences=return_sequences or i < layers - 1,
+            return_state=return_state,
+            name=f"{name}_{cell}_{i}",
+        )
+        if bidirectional:
+            rnn = keras.layers.Bidirectional(rnn, name=f"{name}_bidirectional_{i}")
+        stack.append(rnn)
+        if dropout > 0:
+            stack.append(keras.layers.Dropout(dropout, name=f"{name}_dropout_{i}"))
+    return stack
+
+
+def is_recurrent(layer: Any) -> bool:
+    """True for RNN layers (and Bidirectional wrappers) as made by recurrent_stack."""
+    import keras
+
+    return isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional))
+
+
+def apply_stack(stack: Sequence[Any], x: Any, initial_states: Sequence[Sequence[Any]] | None = None) -> tuple[Any, list]:
+    """Call ``stack`` on ``x``; return the output and each recurrent layer's final states.
+
+    ``initial_states`` holds one list of state tensors per recurrent layer; the states are
+    only returned (and only accepted) when the layers were built with ``return_state``.
+    """
+    states: list[list[Any]] = []
+    for layer in stack:
+        if is_recurrent(layer) and getattr(layer, "return_state", False):
+            init = list(initial_states[len(states)]) if initial_states is not None else None
+            out = layer(x, initial_state=init)
+            x = out[0]
+            states.append(list(out[1:]))
+        else:
+            x = layer(x)
+    return x, states

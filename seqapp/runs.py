@@ -1,0 +1,145 @@
+"""Run directories: create, save atomically, load, find the latest.
+
+A run lives in ``<out>/<task>/<YYYYmmdd-HHMMSS>[-name]/`` and holds ``model.keras``,
+``preprocessing.json``, ``config.yaml``, ``metrics.json``, ``history.csv`` and
+``plots/``. While training, everything is written into a hidden ``.partial-*`` folder
+beside it, which is renamed into place only when the run is complete: a killed process
+never leaves a half-written run where a good one stood, and never touches older runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from seqapp import config as config_mod
+from seqapp.config import Config
+from seqapp.errors import SeqappError
+
+REQUIRED = ("model.keras", "preprocessing.json", "config.yaml")
+
+
+@dataclass
+class Run:
+    """A saved (or in-progress) run: its folder, config and preprocessing, model on demand."""
+
+    path: Path
+    config: Config
+    preprocessing: dict
+    _model: Any = field(default=None, repr=False)
+
+    @property
+    def task(self) -> str:
+        return self.config.task
+
+    @property
+    def model(self) -> Any:
+        """The trained Keras model, loaded with ``safe_mode=True`` the first time."""
+        if self._model is None:
+            import keras
+
+            import seqapp.layers  # noqa: F401  (registers seqapp's custom layers)
+
+            self._model = keras.saving.load_model(self.path / "model.keras", safe_mode=True)
+        return self._model
+
+    @property
+    def metrics(self) -> dict:
+        """The metrics saved at the end of training (empty if none)."""
+        path = self.path / "metrics.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write JSON through a temporary file and an atomic rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@dataclass
+class Draft:
+    """A run being written: ``path`` is the hidden folder, ``final`` is set once published."""
+
+    path: Path
+    final: Path | None = None
+
+
+@contextmanager
+def create(out: Path, task: str, name: str | None = None) -> Iterator[Draft]:
+    """Yield a Draft whose hidden folder the caller fills; publish it when the block ends.
+
+    On an exception (or Ctrl-C) the partial folder is removed and nothing else changes.
+    """
+    task_dir = Path(out) / task
+    task_dir.mkdir(parents=True, exist_ok=True)
+    draft = Draft(path=task_dir / f".partial-{os.getpid()}-{time.time_ns()}")
+    draft.path.mkdir()
+    try:
+        yield draft
+    except BaseException:
+        shutil.rmtree(draft.path, ignore_errors=True)
+        raise
+    draft.final = unique_name(task_dir, name)
+    os.replace(draft.path, draft.final)
+
+
+def unique_name(task_dir: Path, name: str | None) -> Path:
+    """``<task_dir>/<timestamp>[-name]``, with ``-2``, ``-3``... if that exists already."""
+    stem = time.strftime("%Y%m%d-%H%M%S") + (f"-{name}" if name else "")
+    candidate, counter = task_dir / stem, 2
+    while candidate.exists():
+        candidate, counter = task_dir / f"{stem}-{counter}", counter + 1
+    return candidate
+
+
+def load(path: Path) -> Run:
+    """Load the run saved in ``path``; a clear error if it is not a seqapp run."""
+    path = Path(path)
+    if not path.is_dir():
+        raise SeqappError(f"run folder {path} does not exist; list runs with 'seqapp runs'")
+    missing = [name for name in REQUIRED if not (path / name).exists()]
+    if missing:
+        raise SeqappError(f"{path} is not a seqapp run (no {missing[0]}); list runs with 'seqapp runs'")
+    cfg = config_mod.load_saved(path / "config.yaml")
+    prep = json.loads((path / "preprocessing.json").read_text(encoding="utf-8"))
+    return Run(path=path, config=cfg, preprocessing=prep)
+
+
+def run_dirs(out: Path, task: str | None = None) -> list[Path]:
+    """Complete run folders under ``out`` (optionally of one task), oldest first."""
+    out = Path(out)
+    task_dirs = [out / task] if task else [p for p in sorted(out.glob("*")) if p.is_dir()]
+    found = [
+        run
+        for task_dir in task_dirs
+        for run in task_dir.glob("[0-9]*")
+        if run.is_dir() and all((run / name).exists() for name in REQUIRED)
+    ]
+    return sorted(found, key=lambda run: (run / "config.yaml").stat().st_mtime_ns)
+
+
+def latest(out: Path, task: str | None = None) -> Run:
+    """The most recent run under ``out`` (of ``task`` if given)."""
+    found = run_dirs(out, task)
+    if not found:
+        what = f"no {task} run" if task else "no run"
+        how = f"seqapp train {task}" if task else "seqapp train TASK"
+        raise SeqappError(f"{what} found in {out}; train one first with '{how}' or pass --run DIR")
+    return load(found[-1])
+
+
+def find(run_dir: Path | None, out: Path, task: str | None = None) -> Run:
+    """The run the user named with ``--run``, else the latest one (of ``task``)."""
+    if run_dir is None:
+        return latest(out, task)
+    run = load(run_dir)
+    if task and run.task != task:
+        raise SeqappError(f"{run_dir} is a {run.task} run, not a {task} run; pass a {task} run to --run")
+    return run

@@ -1,0 +1,97 @@
+"""The small protocol every task implements.
+
+The CLI and the training loop only ever talk to a task through these methods, so they
+never branch on a task's name. Methods that need Keras import it themselves, which keeps
+``seqapp --help`` and ``seqapp tasks`` free of TensorFlow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable
+
+from seqapp.config import Config, ModelConfig
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+    from seqapp.runs import Run
+
+
+@dataclass
+class Splits:
+    """Train, validation and test parts of a data set, in whatever form the task uses."""
+
+    train: Any
+    val: Any
+    test: Any
+
+
+class Task:
+    """Base class of the tasks in ``seqapp.tasks.REGISTRY``."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    DataConfig: ClassVar[type]
+    ModelConfig: ClassVar[type] = ModelConfig
+    # Names of the optional ``seqapp predict`` options this task understands.
+    predict_options: ClassVar[frozenset[str]] = frozenset()
+    # A seconds-long version of the task for the shared test suite: ``set`` holds
+    # ``--set`` overrides for the task's own template, ``inputs`` some predict inputs,
+    # ``options`` predict options that make the output deterministic.
+    tiny: ClassVar[dict] = {}
+
+    @classmethod
+    def validate_config(cls, cfg: Config) -> None:
+        """Reject settings that are valid one by one but not together (SeqappError)."""
+
+    def load_data(self, cfg: Config) -> Splits:
+        """Read the data named in ``cfg.data`` and split it into train / val / test."""
+        raise NotImplementedError
+
+    def fit_preprocessing(self, cfg: Config, splits: Splits) -> dict:
+        """Fit vocabularies or normalisation on the training split; JSON-ready."""
+        raise NotImplementedError
+
+    def build_model(self, cfg: Config, prep: dict) -> "keras.Model":
+        """Build and compile the Keras model for ``cfg``."""
+        raise NotImplementedError
+
+    def datasets(self, cfg: Config, prep: dict, splits: Splits) -> tuple["tf.data.Dataset", "tf.data.Dataset | None"]:
+        """The training and validation ``tf.data`` pipelines (validation may be None)."""
+        raise NotImplementedError
+
+    def evaluate(self, run: "Run", splits: Splits) -> dict:
+        """Metrics on the held-out split, with a naive baseline beside them."""
+        raise NotImplementedError
+
+    def predict(self, run: "Run", inputs: list[str], **opts: Any) -> Iterable[str]:
+        """Lines of output for ``seqapp predict``."""
+        raise NotImplementedError
+
+    def headline(self, metrics: dict) -> str:
+        """One short phrase summing up a run's metrics, for ``seqapp runs``."""
+        return ""
+
+    def format_metrics(self, metrics: dict) -> list[str]:
+        """Human-readable lines for ``seqapp evaluate``."""
+        return format_nested(metrics)
+
+    def plots(self, run: "Run", splits: Splits, folder: "Any") -> None:
+        """Write task-specific plots into ``folder`` (learning curves are written for all)."""
+
+
+def format_nested(metrics: dict, indent: str = "") -> list[str]:
+    """Render a nested dict of numbers as aligned ``key: value`` lines."""
+    lines = []
+    width = max((len(str(key)) for key in metrics), default=0)
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            lines.append(f"{indent}{key}:")
+            lines.extend(format_nested(value, indent + "  "))
+        elif isinstance(value, float):
+            lines.append(f"{indent}{str(key).ljust(width)}  {value:.4f}")
+        else:
+            lines.append(f"{indent}{str(key).ljust(width)}  {value}")
+    return lines

@@ -1,0 +1,303 @@
+"""Text generation: a character- or word-level recurrent language model.
+
+Training reads a corpus, splits it by position (train, then validation, then test, so no
+window of the held-out text is ever trained on), cuts the training part into windows of
+``seq_len`` tokens and learns to predict every next token. Generation is stateful: the
+seed is fed once, then one token per step while the recurrent state is carried along.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Iterator
+
+import numpy as np
+
+from seqapp import datafiles, sampling
+from seqapp.config import Config, at_least, between, one_of
+from seqapp.errors import SeqappError
+from seqapp.layers import apply_stack, recurrent_stack, state_size
+from seqapp.tasks.base import Splits, Task
+from seqapp.text import END_ID, PAD_ID, SPECIALS, START_ID, Tokenizer
+
+DEFAULT_CORPUS = "corpus.txt"
+
+
+@dataclass
+class TextGenData:
+    """Where the corpus comes from and how it is cut into training windows."""
+
+    path: str | None = None  # a UTF-8 text file; None means the bundled corpus
+    text: str | None = None  # an inline corpus, instead of a file (tiny examples)
+    level: str = field(default="char", metadata=one_of("char", "word"))
+    lower: bool = False
+    max_vocab: int | None = field(default=None, metadata=at_least(5))
+    seq_len: int = field(default=100, metadata=at_least(1))
+    stride: int | None = field(default=None, metadata=at_least(1))  # None: seq_len (windows side by side)
+    val_fraction: float = field(default=0.05, metadata=between(0.0, 0.5, high_open=True))
+    test_fraction: float = field(default=0.05, metadata=between(0.0, 0.5, high_open=True))
+
+
+class TextGen(Task):
+    """Next-token language model; ``seqapp generate`` continues a seed text."""
+
+    name: ClassVar[str] = "textgen"
+    summary: ClassVar[str] = "language model over characters or words; generate text from a seed"
+    DataConfig: ClassVar[type] = TextGenData
+    predict_options: ClassVar[frozenset[str]] = frozenset({"random_seed"})
+    tiny: ClassVar[dict] = {
+        "set": ["model.units=16", "model.embedding_dim=8", "data.seq_len=20", "train.batch_size=16"],
+        "inputs": ["hello"],
+        "options": {"random_seed": 1},
+    }
+
+    @classmethod
+    def validate_config(cls, cfg: Config) -> None:
+        if cfg.model.bidirectional:
+            raise SeqappError("model.bidirectional=true cannot be used for textgen: a language model "
+                              "must not see the future; set model.bidirectional=false")
+
+    # -- data -------------------------------------------------------------------------
+    def load_data(self, cfg: Config) -> Splits:
+        """The corpus cut by position into train / val / test texts."""
+        data = cfg.data
+        if data.text is not None:
+            if not data.text.strip():
+                raise SeqappError("data.text is empty; give some text or a file with data.path / --data")
+            text = data.text
+        else:
+            text = datafiles.read_text(data.path or datafiles.bundled(DEFAULT_CORPUS))
+        return split_by_position(text, data.val_fraction, data.test_fraction)
+
+    def fit_preprocessing(self, cfg: Config, splits: Splits) -> dict:
+        tokenizer = Tokenizer(cfg.data.level, lower=cfg.data.lower).fit([splits.train], max_size=cfg.data.max_vocab)
+        train_tokens = tokenizer.split(splits.train)
+        if len(train_tokens) < 2:
+            raise SeqappError("the training text has fewer than 2 tokens; give a longer corpus")
+        counts = np.bincount(tokenizer.encode_array(splits.train), minlength=tokenizer.vocab_size)
+        return {
+            "tokenizer": tokenizer.to_dict(),
+            "seq_len": min(cfg.data.seq_len, len(train_tokens) - 1),
+            "unigram_counts": counts.tolist(),
+            "default_seed": default_seed(train_tokens),
+        }
+
+    def datasets(self, cfg: Config, prep: dict, splits: Splits) -> tuple[Any, Any]:
+        from seqapp.training import make_dataset
+
+        tokenizer = Tokenizer.from_dict(prep["tokenizer"])
+        stride = cfg.data.stride or prep["seq_len"]
+        x, y = windows(tokenizer.encode_array(splits.train), prep["seq_len"], stride)
+        train = make_dataset(x, y, cfg.train.batch_size, shuffle=True, seed=cfg.train.random_seed)
+        val_x, val_y = windows(tokenizer.encode_array(splits.val), prep["seq_len"], prep["seq_len"])
+        val = make_dataset(val_x, val_y, cfg.train.batch_size, shuffle=False) if len(val_x) else None
+        return train, val
+
+    # -- model ------------------------------------------------------------------------
+    def build_model(self, cfg: Config, prep: dict) -> Any:
+        import keras
+
+        from seqapp.training import optimizer
+
+        model = language_model(len(prep["tokenizer"]["vocab"]), cfg.model)
+        model.compile(optimizer=optimizer(cfg.train),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        return model
+
+    # -- evaluation -------------------------------------------------------------------
+    def evaluate(self, run: Any, splits: Splits) -> dict:
+        """Loss, perplexity and bits per token on val and test, beside a unigram baseline."""
+        tokenizer = Tokenizer.from_dict(run.preprocessing["tokenizer"])
+        seq_len = run.preprocessing["seq_len"]
+        unit = "bits_per_char" if tokenizer.level == "char" else "bits_per_word"
+        unigram = unigram_log_probs(run.preprocessing["unigram_counts"])
+        metrics: dict[str, Any] = {}
+        held_out = {"val": splits.val, "test": splits.test}
+        if not any(len(tokenizer.split(text)) > 1 for text in held_out.values()):
+            held_out = {"train": splits.train}  # nothing held out: say so, report on train
+        for split, text in held_out.items():
+            x, y = windows(tokenizer.encode_array(text), seq_len, seq_len)
+            if not len(x):
+                continue
+            loss = mean_cross_entropy(run.model, x, y)
+            metrics[split] = loss_figures(loss, unit)
+            metrics.setdefault("baseline_unigram", {})[split] = loss_figures(float(-unigram[y].mean()), unit)
+        metrics["tokens"] = {split: len(tokenizer.split(text)) for split, text in
+                             {"train": splits.train, "val": splits.val, "test": splits.test}.items()}
+        return metrics
+
+    def headline(self, metrics: dict) -> str:
+        split = "test" if "test" in metrics else next((s for s in ("val", "train") if s in metrics), None)
+        if split is None:
+            return ""
+        base = metrics.get("baseline_unigram", {}).get(split, {}).get("loss")
+        base_text = f" (unigram {base:.3f})" if base is not None else ""
+        return f"{split} loss {metrics[split]['loss']:.3f}{base_text}"
+
+    # -- generation -------------------------------------------------------------------
+    def predict(self, run: Any, inputs: list[str], **opts: Any) -> Iterator[str]:
+        """``seqapp predict`` on a textgen run: each input is a seed to continue."""
+        for seed in inputs or [""]:
+            yield from generate_texts(run, seed, **opts)
+
+    def generate(self, run: Any, seed: str, **opts: Any) -> Iterator[list[str]]:
+        """Stream generation: the seed text first, then per step the text each sample adds."""
+        return generate_pieces(run, seed, **opts)
+
+
+def split_by_position(text: str, val_fraction: float, test_fraction: float) -> Splits:
+    """Train is the beginning, then validation, then test; cuts move to the next whitespace."""
+    n = len(text)
+
+    def cut(position: float) -> int:
+        position = int(position)
+        nearby = [i for i in (text.find("\n", position, position + 200), text.find(" ", position, position + 50)) if i >= 0]
+        return min(nearby) if nearby else position
+
+    test_start = cut(n * (1 - test_fraction)) if test_fraction else n
+    val_start = cut(n * (1 - test_fraction - val_fraction)) if val_fraction else test_start
+    return Splits(train=text[:val_start], val=text[val_start:test_start], test=text[test_start:])
+
+
+def windows(ids: np.ndarray, seq_len: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs ``ids[i : i+seq_len]`` and targets shifted by one, every ``stride`` tokens.
+
+    A text shorter than one window gives a single shorter window (or none below 2 tokens).
+    """
+    seq_len = min(seq_len, len(ids) - 1)
+    if seq_len < 1:
+        return np.zeros((0, 1), np.int32), np.zeros((0, 1), np.int32)
+    starts = np.arange(0, len(ids) - seq_len, stride)
+    offsets = np.arange(seq_len)
+    x = ids[starts[:, None] + offsets]
+    y = ids[starts[:, None] + offsets + 1]
+    return x, y
+
+
+def unigram_log_probs(counts: list[int]) -> np.ndarray:
+    """Add-one smoothed log-probability of each id (pad, start and end are never targets)."""
+    smoothed = np.asarray(counts, np.float64) + 1
+    smoothed[[PAD_ID, START_ID, END_ID]] = 0
+    with np.errstate(divide="ignore"):
+        return np.log(smoothed / smoothed.sum())
+
+
+def default_seed(tokens: list[str]) -> str:
+    """What ``generate`` starts from when no seed is given: a line break if the corpus has them."""
+    return "\n" if "\n" in tokens else max(set(tokens), key=tokens.count)
+
+
+def loss_figures(loss: float, unit: str) -> dict:
+    """Loss in nats per token, perplexity and bits per token."""
+    return {"loss": round(loss, 5), "perplexity": round(math.exp(min(loss, 700)), 4), unit: round(loss / math.log(2), 5)}
+
+
+def mean_cross_entropy(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
+    """Mean next-token cross-entropy (nats) of ``model`` over all positions of ``x``."""
+    import tensorflow as tf
+
+    total, count = 0.0, 0
+    for start in range(0, len(x), batch_size):
+        logits = model(x[start:start + batch_size], training=False)
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y[start:start + batch_size], logits=logits)
+        total += float(tf.reduce_sum(losses))
+        count += int(np.prod(losses.shape))
+    return total / count
+
+
+def language_model(vocab_size: int, model_cfg: Any, step: bool = False) -> Any:
+    """Embedding -> recurrent stack -> Dense logits over the vocabulary.
+
+    With ``step=True`` the same architecture takes the recurrent states as extra inputs
+    and returns the last position's logits and the new states: the single-step model
+    for stateful generation. Both variants create their layers in the same order, so
+    ``step_model.set_weights(model.get_weights())`` shares the trained weights.
+    """
+    import keras
+
+    tokens = keras.Input((None,), dtype="int32", name="tokens")
+    x = keras.layers.Embedding(vocab_size, model_cfg.embedding_dim, name="embedding")(tokens)
+    stack = recurrent_stack(model_cfg.cell, model_cfg.units, model_cfg.layers, model_cfg.dropout,
+                            return_sequences=True, return_state=step, name="lm")
+    head = keras.layers.Dense(vocab_size, name="next_token_logits")
+    if not step:
+        x, _ = apply_stack(stack, x)
+        return keras.Model(tokens, head(x), name="language_model")
+    state_inputs = [[keras.Input((model_cfg.units,), name=f"state_{layer}_{i}") for i in range(state_size(model_cfg.cell))]
+                    for layer in range(model_cfg.layers)]
+    x, states = apply_stack(stack, x, state_inputs)
+    logits = head(x[:, -1, :])
+    flat_inputs = [s for layer in state_inputs for s in layer]
+    flat_states = [s for layer in states for s in layer]
+    return keras.Model([tokens, *flat_inputs], [logits, *flat_states], name="language_model_step")
+
+
+def step_function(run: Any) -> sampling.StepFunction:
+    """A compiled single-step model that shares the run's trained weights."""
+    model_cfg = run.config.model
+    step_model = language_model(len(run.preprocessing["tokenizer"]["vocab"]), model_cfg, step=True)
+    step_model.set_weights(run.model.get_weights())
+    shapes = [model_cfg.units] * (state_size(model_cfg.cell) * model_cfg.layers)
+    return sampling.StepFunction(step_model, shapes)
+
+
+def generate_tokens(
+    run: Any,
+    seed: str,
+    length: int = 300,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    num_samples: int = 1,
+    random_seed: int | None = None,
+    warn: Callable[[str], None] = lambda message: None,
+    step: sampling.StepFunction | None = None,
+) -> Iterator[list[str]]:
+    """Yield ``length`` steps of new tokens (a list with one token per sample).
+
+    The seed is encoded (unknown tokens become ``<unk>``, with a warning), fed through the
+    network once, and then each sampled token is fed back alone while the state is
+    carried; the whole window is never re-run.
+    """
+    sampling.check_options(temperature, top_k, top_p)
+    if length < 0 or num_samples < 1:
+        raise SeqappError("--length must be >= 0 and --num-samples >= 1")
+    tokenizer = Tokenizer.from_dict(run.preprocessing["tokenizer"])
+    seed = seed or run.preprocessing.get("default_seed", "\n")
+    unknown = tokenizer.unknown_tokens(seed)
+    if unknown:
+        shown = ", ".join(repr(token) for token in unknown[:10])
+        warn(f"warning: seed has {len(unknown)} token(s) not in the vocabulary ({shown}); they are read as <unk>")
+    seed_ids = tokenizer.encode(seed)
+    if not seed_ids:
+        raise SeqappError("the seed text has no tokens after standardisation; give another --seed")
+    rng = np.random.default_rng(random_seed)
+    step = step or step_function(run)
+    tokens = np.tile(np.asarray(seed_ids, np.int32), (num_samples, 1))
+    logits, states = step(tokens, step.zero_states(num_samples))
+    banned = range(len(SPECIALS))
+    for _ in range(length):
+        next_ids = sampling.sample(logits, rng, temperature, top_k, top_p, banned=banned)
+        yield [tokenizer.vocab[i] for i in next_ids]
+        logits, states = step(next_ids[:, None], states)
+
+
+def generate_pieces(run: Any, seed: str, **opts: Any) -> Iterator[list[str]]:
+    """Stream text: first the seed as given, then per step the text each sample adds."""
+    tokenizer = Tokenizer.from_dict(run.preprocessing["tokenizer"])
+    seed_text = seed or run.preprocessing.get("default_seed", "\n")
+    num_samples = opts.get("num_samples", 1)
+    yield [seed_text] * num_samples
+    previous = (tokenizer.split(seed_text)[-1:] or [None]) * num_samples
+    for step_tokens in generate_tokens(run, seed, **opts):
+        yield [tokenizer.piece(prev, token) for prev, token in zip(previous, step_tokens)]
+        previous = step_tokens
+
+
+def generate_texts(run: Any, seed: str, **opts: Any) -> list[str]:
+    """Whole generated texts (seed included), one per sample."""
+    texts = [""] * opts.get("num_samples", 1)
+    for pieces in generate_pieces(run, seed, **opts):
+        texts = [text + piece for text, piece in zip(texts, pieces)]
+    return texts

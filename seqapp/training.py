@@ -1,0 +1,148 @@
+"""Training: the tf.data pipeline, seeds, callbacks, and the whole train-and-save flow.
+
+``train(cfg)`` is the flow of one run::
+
+    task.load_data -> task.fit_preprocessing -> task.build_model -> fit (tf.data, callbacks)
+        -> runs: model.keras, preprocessing.json, config.yaml, history.csv, plots, metrics.json
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from seqapp import config as config_mod
+from seqapp import runs
+from seqapp.config import Config, TrainConfig
+from seqapp.runs import Run
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow so a run can be repeated."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+
+
+def make_dataset(inputs: Any, targets: Any, batch_size: int, shuffle: bool, seed: int = 0) -> Any:
+    """A batched, prefetched ``tf.data`` pipeline over in-memory arrays."""
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices((inputs, targets))
+    if shuffle:
+        size = len(targets) if not isinstance(targets, (tuple, dict)) else len(next(iter(targets)))
+        dataset = dataset.shuffle(min(size, 100_000), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def optimizer(cfg: TrainConfig) -> Any:
+    """Adam with gradient clipping by norm (``clipnorm: 0`` turns clipping off)."""
+    import keras
+
+    return keras.optimizers.Adam(learning_rate=cfg.learning_rate, clipnorm=cfg.clipnorm or None)
+
+
+def fit(model: Any, train_ds: Any, val_ds: Any, cfg: TrainConfig, folder: Path, verbose: int | None = None) -> dict:
+    """``model.fit`` with early stopping, best-weights restore, checkpoints and a CSV log.
+
+    Returns the Keras history dict. With no validation data, early stopping and the best
+    checkpoint follow the training loss instead.
+    """
+    import keras
+
+    monitor = "val_loss" if val_ds is not None else "loss"
+    (folder / "checkpoints").mkdir(exist_ok=True)
+    callbacks = [
+        keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.patience, restore_best_weights=True)
+        if cfg.patience > 0 else keras.callbacks.Callback(),
+        keras.callbacks.ModelCheckpoint(folder / "checkpoints" / "best.weights.h5", monitor=monitor,
+                                        save_best_only=True, save_weights_only=True),
+        keras.callbacks.CSVLogger(str(folder / "history.csv")),
+    ]
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
+    history = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks, verbose=verbose,
+                        shuffle=False)  # tf.data shuffles
+    return history.history
+
+
+def train(cfg: Config, out: Path, name: str | None = None, verbose: int | None = None,
+          log: Callable[[str], None] = print) -> Run:
+    """Train a run for ``cfg`` and save it under ``out``; return the published Run."""
+    from seqapp.tasks import get_task
+
+    task = get_task(cfg.task)()
+    set_seed(cfg.train.random_seed)
+    splits = task.load_data(cfg)
+    prep = task.fit_preprocessing(cfg, splits)
+    model = task.build_model(cfg, prep)
+    train_ds, val_ds = task.datasets(cfg, prep, splits)
+    log(f"training {cfg.task}: {model.count_params():,} parameters, up to {cfg.train.epochs} epochs")
+    with runs.create(out, cfg.task, name) as draft:
+        history = fit(model, train_ds, val_ds, cfg.train, draft.path, verbose)
+        save_model(model, draft.path / "model.keras")
+        runs.write_json(draft.path / "preprocessing.json", prep)
+        config_mod.save(cfg, draft.path / "config.yaml")
+        run = Run(path=draft.path, config=cfg, preprocessing=prep, _model=model)
+        metrics = task.evaluate(run, splits)
+        metrics["epochs_trained"] = len(next(iter(history.values()), []))
+        runs.write_json(draft.path / "metrics.json", metrics)
+        write_plots(task, run, splits, history, draft.path / "plots")
+        remove_checkpoints(draft.path)
+    run.path = draft.final
+    return run
+
+
+def save_model(model: Any, path: Path) -> None:
+    """Save a Keras model through a temporary name and an atomic rename."""
+    import os
+
+    tmp = path.with_name(".tmp-" + path.name)
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def remove_checkpoints(folder: Path) -> None:
+    """Drop the in-progress checkpoints once the final model is saved."""
+    import shutil
+
+    shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+
+
+def write_plots(task: Any, run: Run, splits: Any, history: dict, folder: Path) -> None:
+    """Learning curves for every run, then the task's own plots."""
+    folder.mkdir(exist_ok=True)
+    plot_history(history, folder / "learning_curves.png")
+    task.plots(run, splits, folder)
+
+
+def plot_history(history: dict, path: Path) -> None:
+    """Plot each training metric with its validation twin."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [key for key in history if not key.startswith("val_") and key != "learning_rate"]
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.5), squeeze=False)
+    for ax, key in zip(axes[0], names):
+        epochs = np.arange(1, len(history[key]) + 1)
+        ax.plot(epochs, history[key], marker="o", label=f"train {key}")
+        if f"val_{key}" in history:
+            ax.plot(epochs, history[f"val_{key}"], marker="o", label=f"val {key}")
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def read_history(path: Path) -> list[dict]:
+    """Rows of a run's history.csv as dicts."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))

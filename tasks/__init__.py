@@ -1,0 +1,1 @@
+"""Task templates shipped with seqapp (installed as the package ``seqapp.templates``)."""

@@ -1,0 +1,67 @@
+"""Shared fixtures; slow tests run only with --runslow (CI runs them in a second job)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def quiet_tensorflow() -> None:
+    """Start TensorFlow once, without its start-up notes."""
+    from seqapp import backend
+
+    backend.start()
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The real data sets beside the project; the test is skipped when they are absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} not present")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def cli():
+    """Invoke the seqapp CLI in-process; returns the CliRunner result."""
+    from typer.testing import CliRunner
+
+    from seqapp.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None):
+        return runner.invoke(app, [str(arg) for arg in args], input=input)
+
+    return invoke
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    """A small text file with a repeated, learnable pattern."""
+    path = tmp_path / "corpus.txt"
+    lines = [f"ANNA:\nhello there, the boat is {word}.\n\nBEN:\nhello anna, the sea is {word}.\n\n"
+             for word in ("blue", "calm", "grey", "wild", "cold", "warm") * 12]
+    path.write_text("".join(lines), encoding="utf-8")
+    return path

@@ -1,0 +1,71 @@
+import pytest
+
+from seqapp import config
+from seqapp.errors import SeqappError
+
+
+def test_every_bundled_template_loads():
+    names = config.templates()
+    assert {"textgen", "textgen-hello", "textgen-words"} <= set(names)
+    for name in names:
+        cfg = config.load(name)
+        assert cfg.task
+
+
+def test_set_parses_yaml_types():
+    cfg = config.load("textgen", ["model.units=512", "model.cell=gru", "train.learning_rate=1e-3",
+                                  "data.max_vocab=null"])
+    assert cfg.model.units == 512 and isinstance(cfg.model.units, int)
+    assert cfg.model.cell == "gru"
+    assert cfg.train.learning_rate == pytest.approx(0.001)
+    assert cfg.data.max_vocab is None
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("model.units=abc", ["model.units", "'abc'", "integer"]),
+        ("model.cell=transformer", ["model.cell", "simplernn, lstm, gru"]),
+        ("model.dropout=1.5", ["model.dropout", "< 1.0"]),
+        ("model.colour=red", ["unknown key 'model.colour'", "units"]),
+        ("optimizer.lr=3", ["unknown section 'optimizer'"]),
+        ("units=3", ["section.key=value"]),
+        ("train.epochs=0", ["train.epochs", ">= 1"]),
+        ("model.bidirectional=maybe", ["model.bidirectional", "true or false"]),
+        ("model.bidirectional=true", ["must not see the future"]),
+    ],
+)
+def test_bad_values_are_named_in_the_error(override, words):
+    with pytest.raises(SeqappError) as info:
+        config.load("textgen", [override])
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_unknown_template_key(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text("task: textgen\nmodel:\n  unitz: 3\n")
+    with pytest.raises(SeqappError, match="unknown key 'model.unitz'"):
+        config.load(str(path))
+
+
+def test_unknown_task_suggests_close_name(tmp_path):
+    with pytest.raises(SeqappError, match="did you mean textgen"):
+        config.load("textgne")
+    path = tmp_path / "t.yaml"
+    path.write_text("task: textgne\n")
+    with pytest.raises(SeqappError, match="unknown task 'textgne'; did you mean textgen"):
+        config.load(str(path))
+
+
+def test_invalid_yaml_reports_line(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text("task: textgen\nmodel: [1,\n")
+    with pytest.raises(SeqappError, match="not valid YAML"):
+        config.load(str(path))
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = config.load("textgen-words", ["model.units=7"])
+    config.save(cfg, tmp_path / "config.yaml")
+    assert config.load_saved(tmp_path / "config.yaml") == cfg
