@@ -44,7 +44,7 @@ class Run:
         if self._model is None:
             import keras
 
-            import seqapp.layers  # noqa: F401  (registers seqapp's custom layers)
+            import seqapp.tasks  # noqa: F401  (task modules register their custom layers)
 
             self._model = keras.saving.load_model(self.path / "model.keras", safe_mode=True)
         return self._model
