@@ -147,13 +147,17 @@ class TextGen(Task):
 
 
 def split_by_position(text: str, val_fraction: float, test_fraction: float) -> Splits:
-    """Train is the beginning, then validation, then test; cuts move to the next whitespace."""
+    """Train is the beginning, then validation, then test; each cut moves to a line start."""
     n = len(text)
 
     def cut(position: float) -> int:
+        """Move a cut to just after the next line break (or space) nearby."""
         position = int(position)
-        nearby = [i for i in (text.find("\n", position, position + 200), text.find(" ", position, position + 50)) if i >= 0]
-        return min(nearby) if nearby else position
+        for separator, reach in (("\n", 200), (" ", 50)):
+            found = text.find(separator, position, position + reach)
+            if found >= 0:
+                return found + 1
+        return position
 
     test_start = cut(n * (1 - test_fraction)) if test_fraction else n
     val_start = cut(n * (1 - test_fraction - val_fraction)) if val_fraction else test_start
