@@ -1,8 +1,11 @@
-"""Choosing the next token: greedy, temperature, top-k and top-p (nucleus) sampling.
+"""Choosing the next token (greedy, temperature, top-k, top-p) and stateful decoding.
 
-Sampling works on a batch of logits in NumPy, one row per sequence, with an explicit
-``numpy.random.Generator`` so that ``--random-seed`` makes generation reproducible.
-The recurrent state is carried by :class:`StepFunction`, a compiled single-step call.
+Sampling runs inside TensorFlow graphs: :class:`StepFunction` feeds tokens through a
+single-step model while carrying the recurrent state, and its :meth:`StepFunction.sampler`
+runs whole chunks of sample-and-feed-back steps in one compiled call, so that generating
+a character costs one graph loop iteration rather than one Python round trip. Random
+draws are stateless and keyed by ``(random_seed, step)``, so ``--random-seed`` makes
+generation reproducible.
 """
 
 from __future__ import annotations
@@ -24,70 +27,68 @@ def check_options(temperature: float, top_k: int | None, top_p: float | None) ->
         raise SeqappError(f"--top-p {top_p} must be in (0, 1] (1 keeps every token)")
 
 
-def sample(
-    logits: np.ndarray,
-    rng: np.random.Generator,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    banned: Sequence[int] = (),
-) -> np.ndarray:
-    """One token id per row of ``logits`` (shape ``[batch, vocab]``).
+def filter_logits(logits: Any, temperature: float = 1.0, top_k: int | None = None,
+                  top_p: float | None = None, banned: Sequence[int] = ()) -> Any:
+    """Scale ``logits`` (``[batch, vocab]``) by temperature and mask tokens that may not be drawn.
 
-    ``temperature == 0`` is greedy (argmax). Otherwise the logits are divided by the
-    temperature, cut to the ``top_k`` most likely tokens and to the smallest set whose
-    probability reaches ``top_p``, and a token is drawn from what remains.
+    Masked tokens get ``-inf``: the ``banned`` ids, all but the ``top_k`` most likely, and
+    all outside the smallest set whose probability reaches ``top_p``.
     """
-    logits = np.array(logits, dtype=np.float64)
+    import tensorflow as tf
+
+    logits = tf.cast(logits, tf.float32)
+    vocab = logits.shape[-1]
+    minus_inf = tf.fill(tf.shape(logits), -np.inf)
     if banned:
-        logits[:, list(banned)] = -np.inf
-    if temperature == 0:
-        return logits.argmax(axis=-1)
-    logits = logits / temperature
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = np.partition(logits, -top_k, axis=-1)[:, -top_k][:, None]
-        logits = np.where(logits < kth, -np.inf, logits)
-    probs = softmax(logits)
+        mask = np.zeros(vocab, bool)
+        mask[list(banned)] = True
+        logits = tf.where(mask, minus_inf, logits)
+    if temperature > 0:
+        logits = logits / temperature
+    if top_k is not None and top_k < vocab:
+        kth = tf.math.top_k(logits, k=top_k).values[:, -1:]
+        logits = tf.where(logits < kth, minus_inf, logits)
     if top_p is not None and top_p < 1:
-        probs = nucleus(probs, top_p)
-    cumulative = probs.cumsum(axis=-1)
-    draws = rng.random((probs.shape[0], 1)) * cumulative[:, -1:]
-    return np.minimum((cumulative < draws).sum(axis=-1), probs.shape[-1] - 1)
+        ordered = tf.sort(logits, direction="DESCENDING", axis=-1)
+        mass_before = tf.math.cumsum(tf.nn.softmax(ordered), axis=-1, exclusive=True)
+        smallest_kept = tf.reduce_min(tf.where(mass_before < top_p, ordered, np.inf), axis=-1, keepdims=True)
+        logits = tf.where(logits < smallest_kept, minus_inf, logits)
+    return logits
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax that tolerates ``-inf`` entries."""
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
+def sample(logits: Any, seed: Any, temperature: float = 1.0, top_k: int | None = None,
+           top_p: float | None = None, banned: Sequence[int] = ()) -> Any:
+    """One token id per row of ``logits``; ``temperature == 0`` is greedy (argmax).
 
+    ``seed`` is a pair of integers; the same seed and logits always give the same draw.
+    """
+    import tensorflow as tf
 
-def nucleus(probs: np.ndarray, top_p: float) -> np.ndarray:
-    """Zero all but the smallest set of most likely tokens whose total reaches ``top_p``."""
-    order = np.argsort(-probs, axis=-1)
-    sorted_probs = np.take_along_axis(probs, order, axis=-1)
-    before = sorted_probs.cumsum(axis=-1) - sorted_probs  # mass of strictly more likely tokens
-    keep_sorted = before < top_p
-    keep = np.zeros_like(keep_sorted)
-    np.put_along_axis(keep, order, keep_sorted, axis=-1)
-    kept = np.where(keep, probs, 0.0)
-    return kept / kept.sum(axis=-1, keepdims=True)
+    logits = filter_logits(logits, temperature, top_k, top_p, banned)
+    if temperature == 0:
+        return tf.argmax(logits, axis=-1, output_type=tf.int32)
+    # Gumbel-max: argmax(logits + Gumbel noise) is an exact categorical draw, and unlike
+    # tf.random.stateless_categorical it compiles with XLA.
+    uniform = tf.random.stateless_uniform(tf.shape(logits), seed=seed, minval=1e-20, maxval=1.0)
+    return tf.argmax(logits - tf.math.log(-tf.math.log(uniform)), axis=-1, output_type=tf.int32)
 
 
 class StepFunction:
     """A step model (inputs: tokens and states; outputs: logits and new states), compiled.
 
-    The call is traced once by ``tf.function`` with a shape-polymorphic signature, so the
-    seed (many tokens) and each later step (one token) reuse the same graph.
+    Calling it feeds ``[batch, steps]`` tokens and returns the last logits and the new
+    states; the call is traced once with a shape-polymorphic signature, so the seed (many
+    tokens) and later single tokens reuse the same graph.
     """
 
     def __init__(self, step_model: Any, state_shapes: Sequence[int]) -> None:
         import tensorflow as tf
 
-        signature = [tf.TensorSpec([None, None], tf.int32)] + [
-            tf.TensorSpec([None, size], tf.float32) for size in state_shapes
-        ]
+        self.step_model = step_model
         self.state_shapes = list(state_shapes)
+        signature = [tf.TensorSpec([None, None], tf.int32)] + [
+            tf.TensorSpec([None, size], tf.float32) for size in self.state_shapes
+        ]
         self._call = tf.function(lambda tokens, *states: step_model([tokens, *states], training=False),
                                  input_signature=signature)
 
@@ -99,3 +100,25 @@ class StepFunction:
         """Feed ``tokens`` (``[batch, steps]``); return the last logits and the new states."""
         logits, *new_states = self._call(np.asarray(tokens, np.int32), *states)
         return logits.numpy(), new_states
+
+    def sampler(self, chunk: int, temperature: float, top_k: int | None, top_p: float | None,
+                banned: Sequence[int] = ()) -> Any:
+        """A compiled ``(logits, states, seed, start) -> (ids [chunk, batch], logits, states)``.
+
+        It samples a token, feeds it back and carries the state, ``chunk`` times in one
+        graph; step ``i`` draws with the stateless seed ``(seed, start + i)``.
+        """
+        import tensorflow as tf
+
+        step_model = self.step_model
+
+        @tf.function(jit_compile=True)
+        def run(logits: Any, states: list, seed: Any, start: Any) -> tuple:
+            ids_out = tf.TensorArray(tf.int32, size=chunk)
+            for i in tf.range(chunk):
+                ids = sample(logits, tf.stack([seed, start + tf.cast(i, tf.int64)]), temperature, top_k, top_p, banned)
+                ids_out = ids_out.write(i, ids)
+                logits, *states = step_model([ids[:, None], *states], training=False)
+            return ids_out.stack(), logits, states
+
+        return run

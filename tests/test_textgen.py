@@ -77,19 +77,23 @@ def test_unknown_seed_characters_warn_then_generate(random_run):
     assert len(warnings) == 1 and "'é'" in warnings[0]
 
 
+def draws(logits, **options):
+    """2,000 draws from one row of logits, with the given sampling options."""
+    batch = np.repeat(np.log(np.array([logits])), 2000, axis=0)
+    return sampling.sample(batch, seed=[0, 1], **options).numpy()
+
+
 def test_sampling_options():
-    rng = np.random.default_rng(0)
-    logits = np.log(np.array([[0.1, 0.2, 0.3, 0.4]] * 2000))
-    assert (sampling.sample(logits, rng, temperature=0) == 3).all()
-    assert (sampling.sample(logits, rng, top_k=1) == 3).all()
-    assert set(sampling.sample(logits, rng, top_k=2)) == {2, 3}
-    assert set(sampling.sample(logits, rng, top_p=0.5)) == {2, 3}  # 0.4 + 0.3 reaches 0.5
-    assert set(sampling.sample(logits, rng, top_p=0.4)) == {3}
-    draws = sampling.sample(logits, rng, temperature=1.0)
-    assert abs((draws == 0).mean() - 0.1) < 0.03
-    cold = sampling.sample(logits, rng, temperature=0.2)
-    assert (cold == 3).mean() > 0.7
-    assert 0 not in sampling.sample(logits, rng, banned=[0], temperature=5)
+    probs = [0.1, 0.2, 0.3, 0.4]
+    assert (draws(probs, temperature=0) == 3).all()
+    assert (draws(probs, top_k=1) == 3).all()
+    assert set(draws(probs, top_k=2)) == {2, 3}
+    assert set(draws(probs, top_p=0.5)) == {2, 3}  # 0.4 + 0.3 reaches 0.5
+    assert set(draws(probs, top_p=0.4)) == {3}
+    assert abs((draws(probs) == 0).mean() - 0.1) < 0.03
+    assert (draws(probs, temperature=0.2) == 3).mean() > 0.7
+    assert 0 not in draws([0.97, 0.01, 0.01, 0.01], banned=[0], temperature=5)
+    assert (draws(probs) == draws(probs)).all()  # same seed, same draws
 
 
 @pytest.mark.parametrize("temperature, top_k, top_p", [(-1, None, None), (1, 0, None), (1, None, 0.0), (1, None, 1.5)])

@@ -22,6 +22,7 @@ from seqapp.tasks.base import Splits, Task
 from seqapp.text import END_ID, PAD_ID, SPECIALS, START_ID, Tokenizer
 
 DEFAULT_CORPUS = "corpus.txt"
+CHUNK = 16  # tokens sampled per compiled call while streaming
 
 
 @dataclass
@@ -113,6 +114,7 @@ class TextGen(Task):
         unit = "bits_per_char" if tokenizer.level == "char" else "bits_per_word"
         unigram = unigram_log_probs(run.preprocessing["unigram_counts"])
         metrics: dict[str, Any] = {}
+        baseline: dict[str, Any] = {}
         held_out = {"val": splits.val, "test": splits.test}
         if not any(len(tokenizer.split(text)) > 1 for text in held_out.values()):
             held_out = {"train": splits.train}  # nothing held out: say so, report on train
@@ -122,7 +124,8 @@ class TextGen(Task):
                 continue
             loss = mean_cross_entropy(run.model, x, y)
             metrics[split] = loss_figures(loss, unit)
-            metrics.setdefault("baseline_unigram", {})[split] = loss_figures(float(-unigram[y].mean()), unit)
+            baseline[split] = loss_figures(float(-unigram[y].mean()), unit)
+        metrics["baseline_unigram"] = baseline
         metrics["tokens"] = {split: len(tokenizer.split(text)) for split, text in
                              {"train": splits.train, "val": splits.val, "test": splits.test}.items()}
         return metrics
@@ -262,7 +265,8 @@ def generate_tokens(
 
     The seed is encoded (unknown tokens become ``<unk>``, with a warning), fed through the
     network once, and then each sampled token is fed back alone while the state is
-    carried; the whole window is never re-run.
+    carried; the whole window is never re-run. Tokens are sampled ``CHUNK`` at a time in
+    one compiled call and yielded one step at a time.
     """
     sampling.check_options(temperature, top_k, top_p)
     if length < 0 or num_samples < 1:
@@ -276,15 +280,17 @@ def generate_tokens(
     seed_ids = tokenizer.encode(seed)
     if not seed_ids:
         raise SeqappError("the seed text has no tokens after standardisation; give another --seed")
-    rng = np.random.default_rng(random_seed)
+    if random_seed is None:
+        random_seed = int(np.random.default_rng().integers(2**31 - 1))
     step = step or step_function(run)
     tokens = np.tile(np.asarray(seed_ids, np.int32), (num_samples, 1))
     logits, states = step(tokens, step.zero_states(num_samples))
-    banned = range(len(SPECIALS))
-    for _ in range(length):
-        next_ids = sampling.sample(logits, rng, temperature, top_k, top_p, banned=banned)
-        yield [tokenizer.vocab[i] for i in next_ids]
-        logits, states = step(next_ids[:, None], states)
+    chunk = max(1, min(CHUNK, length))
+    sampler = step.sampler(chunk, temperature, top_k, top_p, banned=range(len(SPECIALS)))
+    for start in range(0, length, chunk):
+        ids, logits, states = sampler(logits, states, np.int64(random_seed), np.int64(start))
+        for row in ids.numpy()[: length - start]:
+            yield [tokenizer.vocab[i] for i in row]
 
 
 def generate_pieces(run: Any, seed: str, **opts: Any) -> Iterator[list[str]]:
