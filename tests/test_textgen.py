@@ -131,3 +131,19 @@ def test_classic_templates_train_and_generate(template, corpus, tmp_path):
     if template == "textgen-hello":
         # the tiny classic memorises its one sentence
         assert text.startswith("hello world, how")
+
+
+@pytest.mark.slow
+def test_tiny_shakespeare_three_epochs_beats_unigram_and_writes_play_text(shared_data, tmp_path):
+    import re
+
+    from seqapp.training import train
+
+    path = shared_data / "tinyshakespeare" / "input.txt"
+    cfg = config.load("textgen", values={"data.path": str(path), "train.epochs": 3})
+    run = train(cfg, tmp_path, verbose=2, log=print)
+    test, baseline = run.metrics["test"]["loss"], run.metrics["baseline_unigram"]["test"]["loss"]
+    print(f"test loss {test:.3f} nats/char vs unigram {baseline:.3f}")
+    assert test < baseline - 1.0
+    sample = generate_texts(run, "ROMEO:", length=400, temperature=0.8, top_k=20, random_seed=0)[0]
+    assert re.search(r"\n[A-Z][A-Za-z ]+:\n", sample), sample  # a speaker name on its own line
