@@ -89,7 +89,7 @@ def train(
     cfg = config.load(task, overrides or [], values)
     if data is not None and hasattr(cfg.data, "text"):
         cfg.data.text = None  # a data file replaces a template's inline text
-    if data is not None:
+    if data is not None and not data.is_dir():  # a folder is the task's to accept or refuse
         from seqapp import datafiles
 
         datafiles.read_text(data)  # fail fast on a missing/empty/binary file, before TensorFlow starts

@@ -63,6 +63,8 @@ class TrainConfig:
     epochs: int = field(default=10, metadata=at_least(1))
     batch_size: int = field(default=64, metadata=at_least(1))
     learning_rate: float = field(default=0.002, metadata=between(0.0, 10.0, low_open=True))
+    # constant, or cosine: decay from learning_rate to 2% of it over all epochs
+    lr_schedule: str = field(default="constant", metadata=one_of("constant", "cosine"))
     clipnorm: float = field(default=1.0, metadata=at_least(0.0))
     patience: int = field(default=3, metadata=at_least(0))
     random_seed: int = field(default=0, metadata=at_least(0))

@@ -74,32 +74,33 @@ def sample(logits: Any, seed: Any, temperature: float = 1.0, top_k: int | None =
 
 
 class StepFunction:
-    """A step model (inputs: tokens and states; outputs: logits and new states), compiled.
+    """A step model (inputs: ``[x, *states]``; outputs: ``[y, *new states]``), compiled.
 
-    Calling it feeds ``[batch, steps]`` tokens and returns the last logits and the new
-    states; the call is traced once with a shape-polymorphic signature, so the seed (many
-    tokens) and later single tokens reuse the same graph.
+    Calling it feeds ``x`` (``[batch, steps, ...]``: token ids by default, or any
+    ``input_spec`` such as float values with a feature axis) and returns the last output
+    and the new states. The call is traced once with a shape-polymorphic signature, so a
+    seed or history (many steps) and later single steps reuse the same graph.
     """
 
-    def __init__(self, step_model: Any, state_shapes: Sequence[int]) -> None:
+    def __init__(self, step_model: Any, state_shapes: Sequence[int], input_spec: Any = None) -> None:
         import tensorflow as tf
 
+        input_spec = input_spec or tf.TensorSpec([None, None], tf.int32)
         self.step_model = step_model
         self.state_shapes = list(state_shapes)
-        signature = [tf.TensorSpec([None, None], tf.int32)] + [
-            tf.TensorSpec([None, size], tf.float32) for size in self.state_shapes
-        ]
-        self._call = tf.function(lambda tokens, *states: step_model([tokens, *states], training=False),
-                                 input_signature=signature)
+        self.dtype = input_spec.dtype.as_numpy_dtype
+        signature = [input_spec] + [tf.TensorSpec([None, size], tf.float32) for size in self.state_shapes]
+        self._call = tf.function(lambda x, *states: step_model([x, *states], training=False),
+                                 input_signature=signature, autograph=False)
 
     def zero_states(self, batch: int) -> list[np.ndarray]:
         """All-zero initial states for ``batch`` sequences."""
         return [np.zeros((batch, size), np.float32) for size in self.state_shapes]
 
-    def __call__(self, tokens: np.ndarray, states: Sequence[Any]) -> tuple[np.ndarray, list]:
-        """Feed ``tokens`` (``[batch, steps]``); return the last logits and the new states."""
-        logits, *new_states = self._call(np.asarray(tokens, np.int32), *states)
-        return logits.numpy(), new_states
+    def __call__(self, x: np.ndarray, states: Sequence[Any]) -> tuple[np.ndarray, list]:
+        """Feed ``x``; return the last output (e.g. logits) and the new states."""
+        output, *new_states = self._call(np.asarray(x, self.dtype), *states)
+        return output.numpy(), new_states
 
     def sampler(self, chunk: int, temperature: float, top_k: int | None, top_p: float | None,
                 banned: Sequence[int] = ()) -> Any:

@@ -39,11 +39,20 @@ def make_dataset(inputs: Any, targets: Any, batch_size: int, shuffle: bool, seed
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def optimizer(cfg: TrainConfig) -> Any:
-    """Adam with gradient clipping by norm (``clipnorm: 0`` turns clipping off)."""
+def optimizer(cfg: TrainConfig, steps_per_epoch: int = 1) -> Any:
+    """Adam with gradient clipping by norm (``clipnorm: 0`` turns clipping off).
+
+    With ``lr_schedule: cosine`` the learning rate falls from ``learning_rate`` to 2% of it
+    over all epochs (``steps_per_epoch`` batches each): a regression loss only settles
+    near its floor once the step size shrinks.
+    """
     import keras
 
-    return keras.optimizers.Adam(learning_rate=cfg.learning_rate, clipnorm=cfg.clipnorm or None)
+    learning_rate = cfg.learning_rate
+    if cfg.lr_schedule == "cosine":
+        total_steps = max(cfg.epochs * steps_per_epoch, 1)
+        learning_rate = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, total_steps, alpha=0.02)
+    return keras.optimizers.Adam(learning_rate=learning_rate, clipnorm=cfg.clipnorm or None)
 
 
 def fit(model: Any, train_ds: Any, val_ds: Any, cfg: TrainConfig, folder: Path, verbose: int | None = None) -> dict:

@@ -11,10 +11,16 @@ import difflib
 
 from seqapp.errors import SeqappError
 from seqapp.tasks.base import Task
+from seqapp.tasks.regression import Sine
+from seqapp.tasks.sentiment import Sentiment
 from seqapp.tasks.textgen import TextGen
+from seqapp.tasks.translate import Translate
 
 REGISTRY: dict[str, type[Task]] = {
     TextGen.name: TextGen,
+    Sine.name: Sine,
+    Sentiment.name: Sentiment,
+    Translate.name: Translate,
 }
 
 

@@ -1,0 +1,491 @@
+"""Sentiment (text) classification: label short texts with a recurrent network.
+
+Training reads labelled texts from TSV/CSV files (the headerless ``sentence<TAB>label``
+format works as is), splits them by class with a fixed seed (stratified train / val /
+test), tokenizes with the shared word tokenizer, pads to one length and masks the padding
+(``Embedding(mask_zero=True)``), so padded steps never change a prediction. The model is
+Embedding -> recurrent stack -> Dense: one sigmoid unit for two classes, a softmax for
+more. Imbalanced classes are weighted by inverse frequency through sample weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+import numpy as np
+
+from seqapp import datafiles
+from seqapp.config import Config, ModelConfig, at_least, between, one_of
+from seqapp.errors import SeqappError
+from seqapp.layers import apply_stack, recurrent_stack
+from seqapp.tasks.base import Splits, Task
+from seqapp.text import OOV_ID, PAD_ID, Tokenizer, pad
+
+DEFAULT_DATA = "sentiment.tsv"
+# Files in a data folder that are documentation, not data.
+SKIPPED_NAMES = ("readme", "license", "licence", "sources", "citation")
+PREDICT_BATCH_SIZE = 1024
+
+
+@dataclass
+class SentimentData:
+    """Where the labelled texts come from, how they are split and how they are tokenized."""
+
+    path: str | None = None  # a TSV/CSV file, or a folder of them; None means the bundled set
+    pattern: str = "*"  # which files of a folder to read (README/LICENSE files are skipped)
+    format: str = field(default="auto", metadata=one_of("auto", "tsv", "csv"))  # auto: .csv is CSV, else TSV
+    header: bool | None = None  # None: auto (columns given by name, or a first row whose label is unique)
+    text_column: str = "0"  # column name, or 0-based index
+    label_column: str = "1"
+    classes: list[str] | None = None  # the allowed labels in output order; None: all labels found, sorted
+    level: str = field(default="word", metadata=one_of("char", "word"))
+    lower: bool = True
+    strip_punctuation: bool = False
+    max_vocab: int | None = field(default=10000, metadata=at_least(5))
+    min_count: int = field(default=1, metadata=at_least(1))
+    max_len: int = field(default=60, metadata=at_least(1))  # tokens kept per text (the beginning)
+    val_fraction: float = field(default=0.1, metadata=between(0.0, 0.5, high_open=True))
+    test_fraction: float = field(default=0.1, metadata=between(0.0, 0.5, high_open=True))
+    split_seed: int = field(default=0, metadata=at_least(0))
+    balance_classes: bool = True  # weight each class by inverse frequency in the training split
+
+
+@dataclass
+class SentimentModel(ModelConfig):
+    """The shared recurrent stack, plus how its outputs are summed up into one vector."""
+
+    # last: the final state (of both directions); mean / max: over all unpadded steps
+    pooling: str = field(default="last", metadata=one_of("last", "mean", "max"))
+
+
+@dataclass
+class Examples:
+    """Labelled texts, with ``file:line`` of each for error messages."""
+
+    texts: list[str]
+    labels: list[str]
+    sources: list[str]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, indices: Any) -> "Examples":
+        """The examples at ``indices``, in that order."""
+        return Examples([self.texts[i] for i in indices], [self.labels[i] for i in indices],
+                        [self.sources[i] for i in indices])
+
+
+class Sentiment(Task):
+    """Text classifier; ``seqapp predict "some text"`` prints label and probability."""
+
+    name: ClassVar[str] = "sentiment"
+    summary: ClassVar[str] = "classify short texts (reviews, comments) into labels such as positive / negative"
+    DataConfig: ClassVar[type] = SentimentData
+    ModelConfig: ClassVar[type] = SentimentModel
+    predict_options: ClassVar[frozenset[str]] = frozenset({"json"})
+    tiny: ClassVar[dict] = {
+        "set": ["model.units=8", "model.embedding_dim=8", "model.bidirectional=false", "data.max_len=16"],
+        "inputs": ["works great, love it", "the battery died after a day"],
+        "options": {},
+    }
+
+    @classmethod
+    def validate_config(cls, cfg: Config) -> None:
+        data = cfg.data
+        if data.val_fraction + data.test_fraction >= 0.9:
+            raise SeqappError("data.val_fraction + data.test_fraction must be below 0.9; keep most data for training")
+        if data.classes is not None and (len(data.classes) < 2 or len(set(data.classes)) != len(data.classes)):
+            raise SeqappError(f"data.classes={data.classes!r} must list at least two different labels")
+
+    # -- data -------------------------------------------------------------------------
+    def load_data(self, cfg: Config) -> Splits:
+        """All labelled texts, split by class into train / val / test with ``data.split_seed``."""
+        data = cfg.data
+        examples = read_examples(data_files(data.path, data.pattern), data)
+        check_labels(examples, data.classes)
+        return stratified_split(examples, data.val_fraction, data.test_fraction, data.split_seed)
+
+    def fit_preprocessing(self, cfg: Config, splits: Splits) -> dict:
+        data = cfg.data
+        tokenizer = Tokenizer(data.level, lower=data.lower, strip_punctuation=data.strip_punctuation)
+        tokenizer.fit(splits.train.texts, max_size=data.max_vocab, min_count=data.min_count)
+        classes = data.classes or sorted_labels(splits.train.labels + splits.val.labels + splits.test.labels)
+        counts = np.bincount(label_ids(splits.train, classes), minlength=len(classes))
+        weights = len(splits.train) / (len(classes) * np.maximum(counts, 1)) if data.balance_classes else np.ones(len(classes))
+        longest = max(len(tokenizer.split(text)) for text in splits.train.texts)
+        return {
+            "tokenizer": tokenizer.to_dict(),
+            "classes": classes,
+            "max_len": max(1, min(data.max_len, longest)),
+            "class_weights": [round(float(w), 6) for w in weights],
+            "majority_class": classes[int(np.argmax(counts))],
+        }
+
+    def datasets(self, cfg: Config, prep: dict, splits: Splits) -> tuple[Any, Any]:
+        train = labelled_dataset(splits.train, prep, cfg.train.batch_size, shuffle=True, seed=cfg.train.random_seed)
+        val = labelled_dataset(splits.val, prep, cfg.train.batch_size, shuffle=False) if len(splits.val) else None
+        return train, val
+
+    # -- model ------------------------------------------------------------------------
+    def build_model(self, cfg: Config, prep: dict) -> Any:
+        import keras
+
+        from seqapp.training import optimizer
+
+        binary = len(prep["classes"]) == 2
+        model = classifier(len(prep["tokenizer"]["vocab"]), len(prep["classes"]), cfg.model)
+        if binary:
+            loss, accuracy = keras.losses.BinaryCrossentropy(), keras.metrics.BinaryAccuracy(name="accuracy")
+        else:
+            loss, accuracy = keras.losses.SparseCategoricalCrossentropy(), keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        model.compile(optimizer=optimizer(cfg.train), loss=loss, metrics=[accuracy])
+        return model
+
+    # -- evaluation -------------------------------------------------------------------
+    def evaluate(self, run: Any, splits: Splits) -> dict:
+        """Accuracy, per-class precision / recall / F1, macro F1 and the confusion matrix on
+        val and test, beside the majority-class baseline."""
+        classes = run.preprocessing["classes"]
+        majority = classes.index(run.preprocessing["majority_class"])
+        for part in (splits.train, splits.val, splits.test):
+            check_labels(part, classes, run_classes=True)
+        metrics: dict[str, Any] = {"classes": classes}
+        for split, examples in held_out(splits).items():
+            truth = label_ids(examples, classes)
+            predicted = class_probabilities(run, examples.texts).argmax(axis=1)
+            metrics[split] = classification_metrics(truth, predicted, classes)
+            baseline = classification_metrics(truth, np.full_like(truth, majority), classes)
+            metrics.setdefault("baseline_majority", {"label": classes[majority]})[split] = {
+                "accuracy": baseline["accuracy"], "macro_f1": baseline["macro_f1"]}
+        metrics["examples"] = {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)}
+        return metrics
+
+    def headline(self, metrics: dict) -> str:
+        split = main_split(metrics)
+        if split is None:
+            return ""
+        base = metrics.get("baseline_majority", {}).get(split, {}).get("accuracy")
+        base_text = f" (majority {base:.3f})" if base is not None else ""
+        return f"{split} accuracy {metrics[split]['accuracy']:.3f}, macro F1 {metrics[split]['macro_f1']:.3f}{base_text}"
+
+    def format_metrics(self, metrics: dict) -> list[str]:
+        """Accuracy and macro F1 per split, the baseline, then per-class and confusion tables."""
+        split = main_split(metrics)
+        if split is None:
+            return ["no held-out examples to evaluate on"]
+        examples = metrics.get("examples", {})
+        lines = ["examples: " + ", ".join(f"{name} {count}" for name, count in examples.items())]
+        baseline = metrics.get("baseline_majority", {})
+        for name in ("val", "test", "train"):
+            if name in metrics:
+                base = baseline.get(name, {})
+                lines.append(f"{name:<5} accuracy {metrics[name]['accuracy']:.4f}  macro F1 {metrics[name]['macro_f1']:.4f}"
+                             f"   majority class '{baseline.get('label')}': accuracy {base.get('accuracy', 0):.4f}"
+                             f"  macro F1 {base.get('macro_f1', 0):.4f}")
+        lines.append("")
+        lines.extend(class_table(metrics[split], metrics["classes"], split))
+        lines.append("")
+        lines.extend(confusion_table(metrics[split]["confusion_matrix"], metrics["classes"], split))
+        return lines
+
+    def plots(self, run: Any, splits: Splits, folder: Any) -> None:
+        """The confusion matrix of the main held-out split as ``confusion_matrix.png``."""
+        metrics = run.metrics or self.evaluate(run, splits)
+        split = main_split(metrics)
+        if split is not None:
+            plot_confusion(metrics[split]["confusion_matrix"], metrics["classes"], split, Path(folder) / "confusion_matrix.png")
+
+    # -- prediction -------------------------------------------------------------------
+    def predict(self, run: Any, inputs: list[str], **opts: Any) -> Iterator[str]:
+        """Label and probability of each text, all texts in one batched model call."""
+        if not inputs:
+            raise SeqappError("give texts to classify: as arguments, with --file FILE, or '-' to read stdin")
+        classes = run.preprocessing["classes"]
+        probabilities = class_probabilities(run, inputs)
+        width = max(len(label) for label in classes)
+        for text, probs in zip(inputs, probabilities):
+            best = int(probs.argmax())
+            if opts.get("json"):
+                yield json.dumps({"text": text, "label": classes[best], "probability": round(float(probs[best]), 6),
+                                  "probabilities": {label: round(float(p), 6) for label, p in zip(classes, probs)}},
+                                 ensure_ascii=False)
+            else:
+                yield f"{classes[best].ljust(width)}  {probs[best]:.4f}  {text}"
+
+
+# -- reading data ---------------------------------------------------------------------
+def data_files(path: str | None, pattern: str = "*") -> list[Path]:
+    """The files to read: the bundled set, one file, or the matching files of a folder."""
+    if path is None:
+        return [datafiles.bundled(DEFAULT_DATA)]
+    folder = Path(path)
+    if not folder.is_dir():
+        return [folder]
+    found = [file for file in sorted(folder.glob(pattern)) if file.is_file() and not file.name.startswith(".")
+             and not file.stem.lower().startswith(SKIPPED_NAMES)]
+    if not found:
+        raise SeqappError(f"data folder {folder} has no files matching '{pattern}'; "
+                          "put TSV/CSV files there or change data.pattern")
+    return found
+
+
+def read_examples(files: list[Path], data: Any) -> Examples:
+    """Texts and labels of all ``files``, checked row by row."""
+    examples = Examples([], [], [])
+    for path in files:
+        part = read_file(path, data)
+        examples.texts += part.texts
+        examples.labels += part.labels
+        examples.sources += part.sources
+    return examples
+
+
+def read_rows(path: Path, fmt: str) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of each non-blank row; TSV rows are split on every tab, unquoted."""
+    text = datafiles.read_text(path)
+    if fmt == "auto":
+        fmt = "csv" if path.suffix.lower() == ".csv" else "tsv"
+    if fmt == "tsv":
+        lines = (line.rstrip("\r") for line in text.split("\n"))
+        return [(number, line.split("\t")) for number, line in enumerate(lines, start=1) if line.strip()]
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        return [(reader.line_num, fields) for fields in reader if any(field.strip() for field in fields)]
+    except csv.Error as exc:
+        raise SeqappError(f"{path.name}:{reader.line_num}: malformed CSV ({exc}); fix the quoting on that line") from None
+
+
+def read_file(path: Path, data: Any) -> Examples:
+    """The labelled texts of one TSV/CSV file (see ``SentimentData`` for the options)."""
+    rows = read_rows(path, data.format)
+    if not rows:
+        raise SeqappError(f"data file {path} has no rows; give one text and label per line")
+    by_name = not (data.text_column.isdigit() and data.label_column.isdigit())
+    header = data.header if data.header is not None else by_name or looks_like_header(rows, data.label_column)
+    names = [name.strip() for name in rows[0][1]] if header else []
+    text_at = column_index(data.text_column, names, "text", path)
+    label_at = column_index(data.label_column, names, "label", path)
+    width = len(rows[0][1])
+    if max(text_at, label_at) >= width:
+        raise SeqappError(f"{path.name}:{rows[0][0]} has {width} column(s), so data.text_column={data.text_column} / "
+                          f"data.label_column={data.label_column} do not exist; set them to existing columns")
+    examples = Examples([], [], [])
+    for number, fields in rows[1:] if header else rows:
+        where = f"{path.name}:{number}"
+        if len(fields) != width:
+            raise SeqappError(f"{where} has {len(fields)} fields but line {rows[0][0]} has {width}; "
+                              "a text must not contain the separator (tab for TSV; quote it in CSV)")
+        text, label = fields[text_at].strip(), fields[label_at].strip()
+        if not text:
+            raise SeqappError(f"{where}: the text is empty; remove the line or write a text")
+        if not label:
+            raise SeqappError(f"{where}: the label is empty; give every text a label")
+        examples.texts.append(text)
+        examples.labels.append(label)
+        examples.sources.append(where)
+    if not examples.texts:
+        raise SeqappError(f"data file {path} has no labelled rows; give one text and label per line")
+    return examples
+
+
+def looks_like_header(rows: list[tuple[int, list[str]]], label_column: str) -> bool:
+    """A first row whose label value appears in no other row is a header (e.g. 'label')."""
+    at = int(label_column)
+    labels = [fields[at].strip() for _, fields in rows if len(fields) > at]
+    return len(rows) >= 3 and len(labels) == len(rows) and labels[0] not in labels[1:]
+
+
+def column_index(spec: str, names: list[str], what: str, path: Path) -> int:
+    """The 0-based index of a column given as an index or a header name."""
+    if spec.isdigit():
+        return int(spec)
+    if spec in names:
+        return names.index(spec)
+    shown = ", ".join(names) if names else "none"
+    raise SeqappError(f"{path.name}: no column named '{spec}' for the {what} (columns: {shown}); "
+                      f"set data.{what}_column to a column name or a 0-based index")
+
+
+def sorted_labels(labels: list[str]) -> list[str]:
+    """Distinct labels, numerically if they are all integers, else alphabetically."""
+    distinct = set(labels)
+    if all(label.lstrip("-").isdigit() for label in distinct):
+        return sorted(distinct, key=int)
+    return sorted(distinct)
+
+
+def check_labels(examples: Examples, classes: list[str] | None, run_classes: bool = False) -> None:
+    """At least two classes, and no label outside ``classes`` (error names the line)."""
+    if classes is not None:
+        allowed = set(classes)
+        for label, where in zip(examples.labels, examples.sources):
+            if label not in allowed:
+                fix = ("train a new run on this data" if run_classes
+                       else "add it to data.classes or fix the line")
+                raise SeqappError(f"{where}: unknown label '{label}' (known labels: {', '.join(classes)}); {fix}")
+    if not run_classes and len(set(examples.labels)) < 2:
+        only = examples.labels[0] if examples.labels else "none"
+        raise SeqappError(f"the data has a single label ('{only}'); a classifier needs texts of at least two labels")
+
+
+def stratified_split(examples: Examples, val_fraction: float, test_fraction: float, seed: int) -> Splits:
+    """Shuffle each class with ``seed`` and cut the same fractions from each into val and test.
+
+    Every class keeps at least one training example; each split keeps file order.
+    """
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+    labels = np.asarray(examples.labels)
+    for label in sorted(set(examples.labels)):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        n_test = min(round(len(members) * test_fraction), len(members) - 1)
+        n_val = min(round(len(members) * val_fraction), len(members) - 1 - n_test)
+        parts["test"] += members[:n_test].tolist()
+        parts["val"] += members[n_test:n_test + n_val].tolist()
+        parts["train"] += members[n_test + n_val:].tolist()
+    return Splits(**{name: examples.subset(sorted(indices)) for name, indices in parts.items()})
+
+
+def held_out(splits: Splits) -> dict[str, Examples]:
+    """The splits to evaluate on: val and test, or train when nothing is held out."""
+    found = {name: part for name, part in (("val", splits.val), ("test", splits.test)) if len(part)}
+    return found or {"train": splits.train}
+
+
+def main_split(metrics: dict) -> str | None:
+    """The split a run is judged on: test if present, else val, else train."""
+    return next((split for split in ("test", "val", "train") if split in metrics), None)
+
+
+# -- tensors --------------------------------------------------------------------------
+def label_ids(examples: Examples, classes: list[str]) -> np.ndarray:
+    """Class index of each example."""
+    index = {label: i for i, label in enumerate(classes)}
+    return np.asarray([index[label] for label in examples.labels], np.int32)
+
+
+def encode_texts(tokenizer: Tokenizer, texts: list[str], max_len: int) -> np.ndarray:
+    """Token ids padded after the text (id 0, masked) to the longest text, at most ``max_len``.
+
+    A text with no tokens is read as one unknown token, so no row is fully masked.
+    """
+    ids = [tokenizer.encode(text)[:max_len] or [OOV_ID] for text in texts]
+    return pad(ids, max(len(row) for row in ids))
+
+
+def labelled_dataset(examples: Examples, prep: dict, batch_size: int, shuffle: bool, seed: int = 0) -> Any:
+    """A ``tf.data`` pipeline of (token ids, label, class weight) batches."""
+    import tensorflow as tf
+
+    tokenizer = Tokenizer.from_dict(prep["tokenizer"])
+    x = encode_texts(tokenizer, examples.texts, prep["max_len"])
+    y = label_ids(examples, prep["classes"])
+    weights = np.asarray(prep["class_weights"], np.float32)[y]
+    targets = y[:, None].astype(np.float32) if len(prep["classes"]) == 2 else y
+    dataset = tf.data.Dataset.from_tensor_slices((x, targets, weights))
+    if shuffle:
+        dataset = dataset.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def classifier(vocab_size: int, num_classes: int, model_cfg: Any) -> Any:
+    """Embedding (padding masked) -> recurrent stack -> Dense class probabilities."""
+    import keras
+
+    tokens = keras.Input((None,), dtype="int32", name="tokens")
+    x = keras.layers.Embedding(vocab_size, model_cfg.embedding_dim, mask_zero=True, name="embedding")(tokens)
+    stack = recurrent_stack(model_cfg.cell, model_cfg.units, model_cfg.layers, model_cfg.dropout,
+                            bidirectional=model_cfg.bidirectional, return_sequences=model_cfg.pooling != "last",
+                            name="encoder")
+    x, _ = apply_stack(stack, x)
+    if model_cfg.pooling == "mean":
+        x = keras.layers.GlobalAveragePooling1D(name="mean_over_steps")(x)
+    elif model_cfg.pooling == "max":  # padded steps get a very low value, so they are never the maximum
+        steps = keras.ops.expand_dims(keras.ops.not_equal(tokens, PAD_ID), -1)
+        x = keras.ops.max(keras.ops.where(steps, x, -1e9), axis=1)
+    if num_classes == 2:
+        probabilities = keras.layers.Dense(1, activation="sigmoid", name="positive_probability")(x)
+    else:
+        probabilities = keras.layers.Dense(num_classes, activation="softmax", name="class_probabilities")(x)
+    return keras.Model(tokens, probabilities, name="text_classifier")
+
+
+def class_probabilities(run: Any, texts: list[str]) -> np.ndarray:
+    """A (texts, classes) array of probabilities from one batched ``model.predict`` call."""
+    tokenizer = Tokenizer.from_dict(run.preprocessing["tokenizer"])
+    x = encode_texts(tokenizer, texts, run.preprocessing["max_len"])
+    output = np.asarray(run.model.predict(x, batch_size=PREDICT_BATCH_SIZE, verbose=0), np.float64)
+    if output.shape[1] == 1:
+        output = np.concatenate([1.0 - output, output], axis=1)
+    return output
+
+
+# -- metrics --------------------------------------------------------------------------
+def classification_metrics(truth: np.ndarray, predicted: np.ndarray, classes: list[str]) -> dict:
+    """Accuracy, per-class precision / recall / F1 / support, macro F1, confusion matrix."""
+    k = len(classes)
+    confusion = np.zeros((k, k), np.int64)
+    np.add.at(confusion, (truth, predicted), 1)
+    hits = np.diag(confusion).astype(np.float64)
+    precision = np.divide(hits, confusion.sum(axis=0), out=np.zeros(k), where=confusion.sum(axis=0) > 0)
+    recall = np.divide(hits, confusion.sum(axis=1), out=np.zeros(k), where=confusion.sum(axis=1) > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=precision + recall > 0)
+    return {
+        "accuracy": round(float(hits.sum() / max(len(truth), 1)), 5),
+        "macro_f1": round(float(f1.mean()), 5),
+        "per_class": {label: {"precision": round(float(p), 5), "recall": round(float(r), 5), "f1": round(float(f), 5),
+                              "support": int(s)}
+                      for label, p, r, f, s in zip(classes, precision, recall, f1, confusion.sum(axis=1))},
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def class_table(split_metrics: dict, classes: list[str], split: str) -> list[str]:
+    """Per-class precision / recall / F1 / support as aligned text."""
+    width = max(8, *(len(label) for label in classes))
+    lines = [f"{split} per class:", f"  {'label'.ljust(width)}  precision  recall  f1      support"]
+    for label in classes:
+        row = split_metrics["per_class"][label]
+        lines.append(f"  {label.ljust(width)}  {row['precision']:<9.4f}  {row['recall']:<6.4f}  {row['f1']:<6.4f}  "
+                     f"{row['support']}")
+    return lines
+
+
+def confusion_table(confusion: list[list[int]], classes: list[str], split: str) -> list[str]:
+    """The confusion matrix as text: one row per true label, one column per predicted label."""
+    width = max(8, *(len(label) for label in classes), *(len(str(n)) for row in confusion for n in row))
+    lines = [f"{split} confusion matrix (rows: true label, columns: predicted):",
+             "  " + " " * width + "  " + "  ".join(label.rjust(width) for label in classes)]
+    for label, row in zip(classes, confusion):
+        lines.append(f"  {label.ljust(width)}  " + "  ".join(str(n).rjust(width) for n in row))
+    return lines
+
+
+def plot_confusion(confusion: list[list[int]], classes: list[str], split: str, path: Path) -> None:
+    """Write the confusion matrix as a heat map with counts in the cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = np.asarray(confusion)
+    size = 2.5 + 0.6 * len(classes)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(counts, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted label")
+    ax.set_ylabel("true label")
+    ax.set_title(f"confusion matrix ({split})")
+    for (row, col), count in np.ndenumerate(counts):
+        ax.text(col, row, str(count), ha="center", va="center",
+                color="white" if count > counts.max() / 2 else "black")
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

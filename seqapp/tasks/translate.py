@@ -1,0 +1,521 @@
+"""Translation: a recurrent encoder-decoder, with optional attention, on sentence pairs.
+
+Data is a TSV file of ``source<TAB>target`` pairs (extra columns ignored). The pairs are
+grouped by source sentence, the groups shuffled with a fixed seed and split into train /
+val / test, so that every translation of one source falls in the same split. Training
+uses teacher forcing: the decoder reads ``<s> target`` and learns ``target </s>``.
+Translation runs the encoder once and the decoder one token per step (greedy or beam
+search, see ``translate_decoding``); evaluation scores BLEU and chrF with sacrebleu.
+"""
+
+from __future__ import annotations
+
+import json as json_module
+import re
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from seqapp import datafiles
+from seqapp.config import Config, ModelConfig, at_least, between, one_of
+from seqapp.errors import SeqappError
+from seqapp.layers import apply_stack, recurrent_stack, state_size
+from seqapp.tasks.base import Splits, Task, format_nested
+from seqapp.tasks.translate_decoding import Hypothesis, Translator, attention_heatmap
+from seqapp.text import PAD_ID, WORD_PATTERN, Tokenizer, pad
+
+DEFAULT_PAIRS = "pairs.tsv"
+EXAMPLES = 5
+
+# A split is a list of (source sentence, [its reference translations]).
+Groups = list[tuple[str, list[str]]]
+
+
+@dataclass
+class TranslateData:
+    """Where the sentence pairs come from, how they are split, limited and tokenized."""
+
+    path: str | None = None  # TSV: source<TAB>target per line; None means the bundled pairs
+    level: str = field(default="word", metadata=one_of("word", "char"))
+    lower_source: bool = True  # the target keeps its case: BLEU compares it case-sensitively
+    max_len: int = field(default=20, metadata=at_least(1))  # longer pairs are skipped; decoding stops here
+    max_pairs: int | None = field(default=None, metadata=at_least(1))
+    max_vocab: int | None = field(default=None, metadata=at_least(5))  # per language, specials included
+    val_fraction: float = field(default=0.1, metadata=between(0.0, 0.5, high_open=True))
+    test_fraction: float = field(default=0.1, metadata=between(0.0, 0.5, high_open=True))
+    split_seed: int = field(default=0, metadata=at_least(0))
+
+
+@dataclass
+class TranslateModel(ModelConfig):
+    """The shared recurrent settings plus attention and decoding."""
+
+    attention: str = field(default="bahdanau", metadata=one_of("none", "luong", "bahdanau"))
+    luong_score: str = field(default="general", metadata=one_of("dot", "general"))
+    beam: int = field(default=5, metadata=at_least(1))  # beam width evaluate reports beside greedy
+    length_penalty: float = field(default=1.0, metadata=between(0.0, 5.0))
+
+
+class Translate(Task):
+    """Sequence to sequence: translate sentences with an encoder-decoder network."""
+
+    name: ClassVar[str] = "translate"
+    summary: ClassVar[str] = "encoder-decoder with attention on sentence pairs; BLEU / chrF, greedy and beam search"
+    DataConfig: ClassVar[type] = TranslateData
+    ModelConfig: ClassVar[type] = TranslateModel
+    predict_options: ClassVar[frozenset[str]] = frozenset({"beam", "attention_plot", "json"})
+    tiny: ClassVar[dict] = {
+        "set": ["model.units=8", "model.embedding_dim=8", "data.max_pairs=60", "model.beam=2",
+                "train.batch_size=16"],
+        "inputs": ["I am cold.", "hello"],
+        "options": {"beam": 2},
+    }
+
+    def __init__(self) -> None:
+        self._translator: tuple[Any, Translator] | None = None
+
+    # -- data -------------------------------------------------------------------------
+    def load_data(self, cfg: Config) -> Splits:
+        """Sentence pairs grouped by source, shuffled with ``split_seed``, split by source."""
+        data = cfg.data
+        path = data.path or datafiles.bundled(DEFAULT_PAIRS)
+        pairs = keep_short(read_pairs(path), data.level, data.lower_source, data.max_len)
+        groups = group_by_source(pairs)
+        order = np.random.default_rng(data.split_seed).permutation(len(groups))
+        groups = limit_pairs([groups[i] for i in order], data.max_pairs)
+        return split_groups(groups, data.val_fraction, data.test_fraction)
+
+    def fit_preprocessing(self, cfg: Config, splits: Splits) -> dict:
+        sources = [source for source, _ in splits.train]
+        targets = [target for _, references in splits.train for target in references]
+        source_tokenizer = Tokenizer(cfg.data.level, lower=cfg.data.lower_source).fit(sources, cfg.data.max_vocab)
+        target_tokenizer = Tokenizer(cfg.data.level).fit(targets, cfg.data.max_vocab)
+        return {
+            "source_tokenizer": source_tokenizer.to_dict(),
+            "target_tokenizer": target_tokenizer.to_dict(),
+            "target_spacing": spacing_rules(targets, target_tokenizer),
+            "max_len": cfg.data.max_len,
+        }
+
+    def datasets(self, cfg: Config, prep: dict, splits: Splits) -> tuple[Any, Any]:
+        from seqapp.training import make_dataset
+
+        tokenizers = tokenizers_of(prep)
+        x, y = teacher_forcing_arrays(splits.train, *tokenizers)
+        train = make_dataset(x, y, cfg.train.batch_size, shuffle=True, seed=cfg.train.random_seed)
+        if not splits.val:
+            return train, None
+        val_x, val_y = teacher_forcing_arrays(splits.val, *tokenizers)
+        return train, make_dataset(val_x, val_y, cfg.train.batch_size, shuffle=False)
+
+    # -- model ------------------------------------------------------------------------
+    def build_model(self, cfg: Config, prep: dict) -> Any:
+        import keras
+
+        from seqapp.training import optimizer
+
+        layers = seq2seq_layers(cfg.model, *vocab_sizes(prep))
+        model = training_model(layers)
+        model.compile(optimizer=optimizer(cfg.train),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=PAD_ID))
+        return model
+
+    def translator(self, run: Any) -> Translator:
+        """The run's step-by-step translator (built once per run object)."""
+        if self._translator is None or self._translator[0] is not run:
+            self._translator = (run, make_translator(run))
+        return self._translator[1]
+
+    # -- evaluation -------------------------------------------------------------------
+    def evaluate(self, run: Any, splits: Splits) -> dict:
+        """BLEU and chrF of greedy and beam decoding on the test sources, beside copying the source."""
+        split, groups = held_out(splits)
+        sources = [source for source, _ in groups]
+        references = [refs for _, refs in groups]
+        translator = self.translator(run)
+        width = run.config.model.beam
+        greedy = translator.translate(sources, beam=1)
+        beamed = translator.translate(sources, beam=width) if width > 1 else greedy
+        return {
+            "split": split,
+            "sentences": len(sources),
+            "references": sum(len(refs) for refs in references),
+            "greedy": bleu_chrf(greedy, references),
+            "beam": {"width": width, **bleu_chrf(beamed, references)},
+            "baseline_copy_source": bleu_chrf(sources, references),
+            "data": split_sizes(splits),
+            "examples": [{"source": source, "greedy": g, "beam": b, "references": refs}
+                         for source, g, b, refs in list(zip(sources, greedy, beamed, references))[:EXAMPLES]],
+        }
+
+    def headline(self, metrics: dict) -> str:
+        if "greedy" not in metrics:
+            return ""
+        beam = metrics["beam"]
+        return (f"{metrics['split']} BLEU {metrics['greedy']['bleu']:.1f} greedy, "
+                f"{beam['bleu']:.1f} beam {beam['width']} (copy source {metrics['baseline_copy_source']['bleu']:.1f})")
+
+    def format_metrics(self, metrics: dict) -> list[str]:
+        if "greedy" not in metrics:
+            return format_nested(metrics)
+        lines = [f"{metrics['split']} split: {metrics['sentences']} source sentences, "
+                 f"{metrics['references']} reference translations",
+                 f"{'':<14}{'BLEU':>7}{'chrF':>7}{'BLEU 1-ref':>12}{'chrF 1-ref':>12}"]
+        rows = {"greedy": metrics["greedy"], f"beam {metrics['beam']['width']}": metrics["beam"],
+                "copy source": metrics["baseline_copy_source"]}
+        for label, scores in rows.items():
+            lines.append(f"{label:<14}{scores['bleu']:>7.2f}{scores['chrf']:>7.2f}"
+                         f"{scores['bleu_1ref']:>12.2f}{scores['chrf_1ref']:>12.2f}")
+        lines.append("(BLEU / chrF against all references of each source; 1-ref: the first reference only)")
+        lines.append("examples:")
+        for example in metrics.get("examples", []):
+            lines += [f"  {example['source']}", f"    greedy:     {example['greedy']}",
+                      f"    beam:       {example['beam']}", f"    references: {' | '.join(example['references'])}"]
+        sizes = metrics.get("data", {})
+        lines.append("data: " + ", ".join(f"{split} {n['sources']} sources / {n['pairs']} pairs"
+                                          for split, n in sizes.items()))
+        if "epochs_trained" in metrics:
+            lines.append(f"epochs trained: {metrics['epochs_trained']}")
+        return lines
+
+    # -- prediction -------------------------------------------------------------------
+    def predict(self, run: Any, inputs: list[str], beam: int | None = None, attention_plot: Path | None = None,
+                json: bool | None = None) -> list[str]:
+        """One translation per input sentence (a JSON object per line with ``--json``)."""
+        if not inputs:
+            raise SeqappError('nothing to translate; give sentences, e.g. seqapp predict "I am cold."')
+        width = 1 if beam is None else beam
+        if width < 1:
+            raise SeqappError(f"--beam {width} must be at least 1 (1 is greedy decoding)")
+        translator = self.translator(run)
+        if attention_plot is not None and not translator.has_attention:
+            raise SeqappError("--attention-plot needs a run trained with attention; "
+                              "train with --set model.attention=luong or bahdanau")
+        warn_unknown(translator.source_tokenizer, inputs)
+        found = translator.decode_ids(inputs, beam=width)
+        if attention_plot is not None:
+            plot_attention(translator, inputs[0], found[0], Path(attention_plot))
+            print(f"wrote attention plot of {inputs[0]!r} to {attention_plot}", file=sys.stderr)
+        texts = [translator.text(hyp) for hyp in found]
+        if not json:
+            return texts
+        return [json_module.dumps({"source": source, "translation": text, "log_prob": round(hyp.log_prob, 4),
+                                   "beam": width}, ensure_ascii=False)
+                for source, text, hyp in zip(inputs, texts, found)]
+
+    def plots(self, run: Any, splits: Splits, folder: Any) -> None:
+        """The attention heat map of the first held-out sentence (attention models only)."""
+        translator = self.translator(run)
+        if not translator.has_attention:
+            return
+        _, groups = held_out(splits)
+        source = groups[0][0]
+        plot_attention(translator, source, translator.decode_ids([source])[0], Path(folder) / "attention.png")
+
+
+# -- data ---------------------------------------------------------------------------------
+def read_pairs(path: str | Path) -> list[tuple[str, str]]:
+    """``(source, target)`` from a TSV file; blank lines skipped, extra columns ignored."""
+    text = datafiles.read_text(path)
+    pairs = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.rstrip("\r")
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) < 2 or not fields[0].strip() or not fields[1].strip():
+            shown = line if len(line) <= 60 else line[:57] + "..."
+            raise SeqappError(f"{path} line {number} is not 'source<TAB>target' ({shown!r}); "
+                              "separate the sentence and its translation with one tab")
+        pairs.append((fields[0].strip(), fields[1].strip()))
+    return pairs
+
+
+def keep_short(pairs: list[tuple[str, str]], level: str, lower_source: bool, max_len: int) -> list[tuple[str, str]]:
+    """The pairs whose source and target both have at most ``max_len`` tokens."""
+    source_tokens, target_tokens = Tokenizer(level, lower=lower_source), Tokenizer(level)
+    kept = [(source, target) for source, target in pairs
+            if len(source_tokens.split(source)) <= max_len and len(target_tokens.split(target)) <= max_len]
+    if not kept:
+        raise SeqappError(f"no sentence pair has at most data.max_len={max_len} tokens on both sides; "
+                          "raise data.max_len")
+    return kept
+
+
+def group_by_source(pairs: list[tuple[str, str]]) -> Groups:
+    """Each distinct source with its distinct translations, in order of first appearance."""
+    groups: dict[str, list[str]] = {}
+    for source, target in pairs:
+        references = groups.setdefault(source, [])
+        if target not in references:
+            references.append(target)
+    return list(groups.items())
+
+
+def limit_pairs(groups: Groups, max_pairs: int | None) -> Groups:
+    """The first groups holding at most ``max_pairs`` pairs (at least one group)."""
+    if max_pairs is None:
+        return groups
+    kept, count = [], 0
+    for source, references in groups:
+        if kept and count + len(references) > max_pairs:
+            break
+        kept.append((source, references))
+        count += len(references)
+    return kept
+
+
+def split_groups(groups: Groups, val_fraction: float, test_fraction: float) -> Splits:
+    """Test first, then validation, then train, by number of source sentences."""
+    n_test, n_val = round(len(groups) * test_fraction), round(len(groups) * val_fraction)
+    if len(groups) - n_test - n_val < 1:
+        raise SeqappError(f"only {len(groups)} distinct source sentences: too few to split; "
+                          "give more pairs or lower data.val_fraction / data.test_fraction")
+    return Splits(train=groups[n_test + n_val:], val=groups[n_test:n_test + n_val], test=groups[:n_test])
+
+
+def split_sizes(splits: Splits) -> dict:
+    """Source sentences and pairs in each split."""
+    return {name: {"sources": len(groups), "pairs": sum(len(refs) for _, refs in groups)}
+            for name, groups in (("train", splits.train), ("val", splits.val), ("test", splits.test))}
+
+
+def held_out(splits: Splits) -> tuple[str, Groups]:
+    """The split to report on: test, else val, else (nothing held out) train."""
+    for name in ("test", "val", "train"):
+        groups = getattr(splits, name)
+        if groups:
+            return name, groups
+    raise SeqappError("no sentence pairs to evaluate on")
+
+
+def tokenizers_of(prep: dict) -> tuple[Tokenizer, Tokenizer]:
+    """The source and target tokenizers saved in a run's preprocessing."""
+    return Tokenizer.from_dict(prep["source_tokenizer"]), Tokenizer.from_dict(prep["target_tokenizer"])
+
+
+def vocab_sizes(prep: dict) -> tuple[int, int]:
+    """Source and target vocabulary sizes (specials included)."""
+    return len(prep["source_tokenizer"]["vocab"]), len(prep["target_tokenizer"]["vocab"])
+
+
+def teacher_forcing_arrays(groups: Groups, source_tokenizer: Tokenizer,
+                           target_tokenizer: Tokenizer) -> tuple[dict, np.ndarray]:
+    """Padded model inputs ``{source, target_in = <s> target}`` and outputs ``target </s>``."""
+    pairs = [(source, target) for source, references in groups for target in references]
+    source_ids = pad([source_tokenizer.encode(source) for source, _ in pairs])
+    target_in = pad([target_tokenizer.encode(target, add_start=True) for _, target in pairs])
+    target_out = pad([target_tokenizer.encode(target, add_end=True) for _, target in pairs])
+    return {"source": source_ids, "target_in": target_in}, target_out
+
+
+def bleu_chrf(hypotheses: list[str], references: list[list[str]]) -> dict:
+    """Corpus BLEU and chrF (sacrebleu) against all references and against the first one."""
+    import sacrebleu
+
+    most = max(len(refs) for refs in references)
+    streams = [[refs[i] if i < len(refs) else None for refs in references] for i in range(most)]
+    first = [[refs[0] for refs in references]]
+    return {
+        "bleu": round(sacrebleu.corpus_bleu(hypotheses, streams).score, 2),
+        "chrf": round(sacrebleu.corpus_chrf(hypotheses, streams).score, 2),
+        "bleu_1ref": round(sacrebleu.corpus_bleu(hypotheses, first).score, 2),
+        "chrf_1ref": round(sacrebleu.corpus_chrf(hypotheses, first).score, 2),
+    }
+
+
+def spacing_rules(texts: list[str], tokenizer: Tokenizer) -> dict:
+    """Punctuation tokens that the training targets usually write with / without a space around them.
+
+    Languages differ ("Va !" in French, "Go!" in English; "est-ce" never spaced), so the
+    spacing of punctuation is learned from the data rather than fixed.
+    """
+    if tokenizer.level != "word":
+        return {}
+    votes = {"before": Counter(), "after": Counter()}
+    for text in texts:
+        text = tokenizer.standardize(text)
+        for match in WORD_PATTERN.finditer(text):
+            if re.match(r"\w", match.group()):
+                continue
+            if match.start() > 0:
+                votes["before"][match.group()] += 1 if text[match.start() - 1].isspace() else -1
+            if match.end() < len(text):
+                votes["after"][match.group()] += 1 if text[match.end()].isspace() else -1
+    rules = {}
+    for side, counts in votes.items():
+        rules[f"{side}_space"] = sorted(token for token, vote in counts.items() if vote > 0)
+        rules[f"{side}_no_space"] = sorted(token for token, vote in counts.items() if vote < 0)
+    return rules
+
+
+def detokenizer(tokenizer: Tokenizer, rules: dict) -> Any:
+    """A function joining target tokens with the learned punctuation spacing (see spacing_rules)."""
+    if tokenizer.level != "word" or not rules:
+        return tokenizer.join
+    rule_sets = {key: set(tokens) for key, tokens in rules.items()}
+
+    def spaced(previous: str, token: str) -> bool:
+        if previous in rule_sets["after_no_space"] or token in rule_sets["before_no_space"]:
+            return False
+        if previous in rule_sets["after_space"] or token in rule_sets["before_space"]:
+            return True
+        return len(tokenizer.join([previous, token])) > len(previous) + len(token)
+
+    def join(tokens: list[str]) -> str:
+        pieces = tokens[:1]
+        for previous, token in zip(tokens, tokens[1:]):
+            pieces.append((" " if spaced(previous, token) else "") + token)
+        return "".join(pieces)
+
+    return join
+
+
+def warn_unknown(tokenizer: Tokenizer, sources: list[str]) -> None:
+    """Tell the user (stderr) which input words the model has never seen."""
+    unknown = list(dict.fromkeys(token for source in sources for token in tokenizer.unknown_tokens(source)))
+    if unknown:
+        shown = ", ".join(repr(token) for token in unknown[:10])
+        print(f"warning: {len(unknown)} input token(s) not in the source vocabulary ({shown}); read as <unk>",
+              file=sys.stderr)
+
+
+def plot_attention(translator: Translator, source: str, hypothesis: Hypothesis, path: Path) -> None:
+    """Heat map of one translation's attention, source tokens x output tokens."""
+    source_tokens = translator.source_tokenizer.split(source) or ["<pad>"]
+    output_tokens = translator.target_tokenizer.tokens(hypothesis.ids, skip_special=False)
+    title = translator.text(hypothesis)
+    try:
+        attention_heatmap(source_tokens, output_tokens, hypothesis.attention, path, title)
+    except OSError as exc:
+        raise SeqappError(f"cannot write the attention plot {path}: {exc.strerror or exc}; check the folder") from None
+
+
+# -- model --------------------------------------------------------------------------------
+def decoder_units(model_cfg: Any) -> int:
+    """The decoder's width: the encoder's output width (doubled when bidirectional)."""
+    return model_cfg.units * (2 if model_cfg.bidirectional else 1)
+
+
+def seq2seq_layers(model_cfg: Any, source_vocab: int, target_vocab: int) -> dict:
+    """Every layer of the encoder-decoder, created once and shared by all its graphs.
+
+    The training graph (teacher forcing) and the inference graphs (encoder, decoder step)
+    are wired from the same layers, so they always compute the same thing.
+    """
+    import keras
+
+    units = decoder_units(model_cfg)
+    layers: dict[str, Any] = {
+        "source_embedding": keras.layers.Embedding(source_vocab, model_cfg.embedding_dim, mask_zero=True,
+                                                   name="source_embedding"),
+        "encoder": recurrent_stack(model_cfg.cell, model_cfg.units, model_cfg.layers, model_cfg.dropout,
+                                   model_cfg.bidirectional, return_sequences=True, return_state=True, name="encoder"),
+        "target_embedding": keras.layers.Embedding(target_vocab, model_cfg.embedding_dim, mask_zero=True,
+                                                   name="target_embedding"),
+        "decoder": recurrent_stack(model_cfg.cell, units, model_cfg.layers, model_cfg.dropout,
+                                   return_sequences=True, return_state=True, name="decoder"),
+    }
+    if model_cfg.bidirectional:
+        layers["merge_states"] = [keras.layers.Concatenate(name=f"merge_state_{i}")
+                                  for i in range(model_cfg.layers * state_size(model_cfg.cell))]
+    if model_cfg.attention == "luong":
+        layers["attention"] = keras.layers.Attention(score_mode="dot", name="luong_attention")
+        if model_cfg.luong_score == "general":
+            layers["keys"] = keras.layers.Dense(units, use_bias=False, name="attention_keys")
+    elif model_cfg.attention == "bahdanau":
+        layers["attention"] = keras.layers.AdditiveAttention(name="bahdanau_attention")
+        layers["keys"] = keras.layers.Dense(units, use_bias=False, name="attention_keys")
+        layers["query"] = keras.layers.Dense(units, use_bias=False, name="attention_query")
+    if "attention" in layers:
+        layers["join"] = keras.layers.Concatenate(name="context_and_output")
+        layers["attentional"] = keras.layers.Dense(units, activation="tanh", name="attentional_output")
+    layers["logits"] = keras.layers.Dense(target_vocab, name="logits")
+    return layers
+
+
+def encoder_graph(layers: dict, source: Any) -> tuple[list, list[list]]:
+    """Source ids -> (memory for attention: [outputs(, keys)], the decoder's initial states per layer)."""
+    x = layers["source_embedding"](source)
+    outputs, layer_states = apply_stack(layers["encoder"], x)
+    if "merge_states" in layers:
+        merges = iter(layers["merge_states"])
+        # Bidirectional returns the forward states, then the backward ones: join them pairwise.
+        layer_states = [[next(merges)([forward, backward]) for forward, backward in
+                         zip(states[: len(states) // 2], states[len(states) // 2:])] for states in layer_states]
+    memory = []
+    if "attention" in layers:
+        memory = [outputs] + ([layers["keys"](outputs)] if "keys" in layers else [])
+    return memory, layer_states
+
+
+def decoder_graph(layers: dict, target: Any, initial_states: list, memory: list, source_mask: Any) -> tuple:
+    """Target ids (teacher forcing, or one step) -> (logits, new states per layer, attention weights)."""
+    x = layers["target_embedding"](target)
+    outputs, states = apply_stack(layers["decoder"], x, initial_states)
+    weights = None
+    if "attention" in layers:
+        values, keys = memory[0], memory[-1]
+        query = layers["query"](outputs) if "query" in layers else outputs
+        context, weights = layers["attention"]([query, values, keys], mask=[None, source_mask],
+                                               return_attention_scores=True)
+        outputs = layers["attentional"](layers["join"]([context, outputs]))
+    return layers["logits"](outputs), states, weights
+
+
+def training_model(layers: dict) -> Any:
+    """The teacher-forcing model: ``{source, target_in}`` -> logits for every target position."""
+    import keras
+
+    source = keras.Input((None,), dtype="int32", name="source")
+    target_in = keras.Input((None,), dtype="int32", name="target_in")
+    memory, states = encoder_graph(layers, source)
+    source_mask = keras.ops.not_equal(source, PAD_ID) if memory else None
+    logits, _, _ = decoder_graph(layers, target_in, states, memory, source_mask)
+    return keras.Model({"source": source, "target_in": target_in}, logits, name="seq2seq")
+
+
+def inference_models(layers: dict, model_cfg: Any) -> tuple[Any, Any]:
+    """The encoder model and the one-step decoder model, sharing ``layers``."""
+    import keras
+
+    units = decoder_units(model_cfg)
+    source = keras.Input((None,), dtype="int32", name="source")
+    memory, states = encoder_graph(layers, source)
+    encoder = keras.Model(source, [*memory, *flatten(states)], name="translate_encoder")
+
+    tokens = keras.Input((None,), dtype="int32", name="tokens")
+    memory_inputs = [keras.Input((None, units), name=f"memory_{i}") for i in range(len(memory))]
+    mask_inputs = [keras.Input((None,), dtype="bool", name="source_mask")] if memory else []
+    state_inputs = [[keras.Input((units,), name=f"state_{layer}_{i}") for i in range(state_size(model_cfg.cell))]
+                    for layer in range(model_cfg.layers)]
+    logits, new_states, weights = decoder_graph(layers, tokens, state_inputs, memory_inputs,
+                                                mask_inputs[0] if mask_inputs else None)
+    outputs = [logits[:, -1, :], *flatten(new_states)] + ([weights[:, -1, :]] if weights is not None else [])
+    step = keras.Model([tokens, *memory_inputs, *mask_inputs, *flatten(state_inputs)], outputs,
+                       name="translate_decoder_step")
+    return encoder, step
+
+
+def flatten(nested: list[list]) -> list:
+    """One flat list from a list of lists (recurrent states per layer)."""
+    return [item for inner in nested for item in inner]
+
+
+def make_translator(run: Any) -> Translator:
+    """A Translator whose encoder and decoder-step models share the run's trained weights."""
+    model_cfg = run.config.model
+    layers = seq2seq_layers(model_cfg, *vocab_sizes(run.preprocessing))
+    training_model(layers).set_weights(run.model.get_weights())
+    encoder, step = inference_models(layers, model_cfg)
+    source_tokenizer, target_tokenizer = tokenizers_of(run.preprocessing)
+    memory_count = 0 if model_cfg.attention == "none" else (1 if "keys" not in layers else 2)
+    units = decoder_units(model_cfg)
+    return Translator(encoder, step, source_tokenizer, target_tokenizer, run.preprocessing["max_len"],
+                      model_cfg.length_penalty, memory_count,
+                      [units] * (state_size(model_cfg.cell) * model_cfg.layers), units,
+                      detokenizer(target_tokenizer, run.preprocessing.get("target_spacing", {})))

@@ -1,0 +1,253 @@
+"""Decoding for the translate task: greedy and beam search, step by step, many sentences at once.
+
+The encoder runs once per batch of sentences; the decoder then feeds one token per step
+and carries its recurrent state. The search functions only see a ``step`` callable::
+
+    step(tokens [N, 1], context, states) -> (log_probs [N, vocab], new_states, attention [N, S] | None)
+
+where ``context`` holds per-sentence arrays that never change (encoder outputs, source
+mask) and ``states`` the per-hypothesis recurrent states; so the same search runs on the
+trained network (:class:`Translator`) or on a hand-built toy model in the tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from seqapp.text import END_ID, OOV_ID, PAD_ID, START_ID, Tokenizer, pad
+
+# Never produced: padding, the start token, and <unk> (which would print as nothing useful).
+BANNED_IDS = (PAD_ID, OOV_ID, START_ID)
+
+StepCallable = Callable[[np.ndarray, list, list], tuple[np.ndarray, list, Any]]
+
+
+@dataclass
+class Hypothesis:
+    """One decoded output: target ids (END included when it was produced), score, attention rows."""
+
+    ids: list[int]
+    log_prob: float
+    score: float  # log_prob / length ** length_penalty, what beam search ranks by
+    attention: np.ndarray | None = None  # [len(ids), source_len], when the model has attention
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax in float64."""
+    logits = np.asarray(logits, np.float64)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def normalised(log_prob: np.ndarray, length: np.ndarray, length_penalty: float) -> np.ndarray:
+    """Length-normalised score: ``log_prob / length ** length_penalty`` (length >= 1)."""
+    return log_prob / np.maximum(length, 1) ** length_penalty
+
+
+def trim(ids: Sequence[int]) -> list[int]:
+    """Ids up to and including the first END (padding after it dropped)."""
+    ids = [int(i) for i in ids]
+    return ids[: ids.index(END_ID) + 1] if END_ID in ids else [i for i in ids if i != PAD_ID]
+
+
+def greedy_search(step: StepCallable, context: list, states: list, max_len: int,
+                  length_penalty: float = 1.0) -> list[Hypothesis]:
+    """The most likely next token at every step, for all sentences of the batch at once."""
+    batch = len(states[0]) if states else len(context[0])
+    tokens = np.full(batch, START_ID, np.int32)
+    finished = np.zeros(batch, bool)
+    log_prob = np.zeros(batch)
+    produced, attention_rows = [], []
+    for _ in range(max_len):
+        log_probs, states, attention = step(tokens[:, None], context, states)
+        log_probs = np.array(log_probs, np.float64)
+        log_probs[:, BANNED_IDS] = -np.inf
+        tokens = log_probs.argmax(axis=-1).astype(np.int32)
+        tokens[finished] = PAD_ID
+        log_prob += np.where(finished, 0.0, log_probs[np.arange(batch), tokens])
+        produced.append(tokens)
+        attention_rows.append(attention)
+        finished |= tokens == END_ID
+        if finished.all():
+            break
+    ids = np.stack(produced, axis=1) if produced else np.zeros((batch, 0), np.int32)
+    return [make_hypothesis(ids[b], log_prob[b], length_penalty, attention_rows, b) for b in range(batch)]
+
+
+def make_hypothesis(ids: np.ndarray, log_prob: float, length_penalty: float,
+                    attention_rows: list, row: int) -> Hypothesis:
+    """Wrap one greedy result, with its attention rows when the model has attention."""
+    kept = trim(ids)
+    attention = None
+    if attention_rows and attention_rows[0] is not None:
+        attention = np.stack([rows[row] for rows in attention_rows[: len(kept)]])
+    score = float(normalised(np.float64(log_prob), np.float64(len(kept)), length_penalty))
+    return Hypothesis(kept, float(log_prob), score, attention)
+
+
+def beam_search(step: StepCallable, context: list, states: list, max_len: int, beam: int,
+                length_penalty: float = 1.0) -> list[Hypothesis]:
+    """Beam search over all sentences of the batch at once; the best hypothesis of each.
+
+    Each sentence keeps ``beam`` hypotheses. At every step each one is extended by every
+    token, and the ``beam`` best candidates by length-normalised log-probability survive
+    (a finished hypothesis competes unchanged). The search stops when every kept
+    hypothesis has produced END, or after ``max_len`` tokens.
+    """
+    batch = len(context[0]) if context else len(states[0])
+    rows = batch * beam
+    context = [np.repeat(np.asarray(array), beam, axis=0) for array in context]
+    states = [np.repeat(np.asarray(state), beam, axis=0) for state in states]
+    log_prob = np.full((batch, beam), -np.inf)
+    log_prob[:, 0] = 0.0  # all beams start identical: keep one until the first split
+    length = np.zeros((batch, beam), np.int64)
+    finished = np.zeros((batch, beam), bool)
+    history = np.zeros((batch, beam, 0), np.int32)
+    attention_history = None
+    tokens = np.full(rows, START_ID, np.int32)
+    for _ in range(max_len):
+        step_log_probs, new_states, attention = step(tokens[:, None], context, states)
+        step_log_probs = np.array(step_log_probs, np.float64).reshape(batch, beam, -1)
+        vocab = step_log_probs.shape[-1]
+        step_log_probs[..., BANNED_IDS] = -np.inf
+        step_log_probs[finished] = -np.inf
+        step_log_probs[finished, PAD_ID] = 0.0  # a finished hypothesis continues with padding only
+        candidates = log_prob[..., None] + step_log_probs
+        candidate_length = (length + ~finished)[..., None]
+        ranked = normalised(candidates, candidate_length, length_penalty).reshape(batch, -1)
+        best = np.argsort(-ranked, axis=-1, kind="stable")[:, :beam]
+        parent, tokens_2d = best // vocab, (best % vocab).astype(np.int32)
+        flat_parent = (np.arange(batch)[:, None] * beam + parent).ravel()
+        log_prob = np.take_along_axis(candidates.reshape(batch, -1), best, axis=-1)
+        length = np.take_along_axis(length + ~finished, parent, axis=-1)
+        finished = np.take_along_axis(finished, parent, axis=-1) | (tokens_2d == END_ID)
+        history = np.concatenate([history.reshape(rows, history.shape[-1])[flat_parent].reshape(batch, beam, -1),
+                                  tokens_2d[..., None]], axis=-1)
+        if attention is not None:
+            step_rows = np.asarray(attention)[flat_parent][:, None, :]
+            previous = attention_history[flat_parent] if attention_history is not None else None
+            attention_history = step_rows if previous is None else np.concatenate([previous, step_rows], axis=1)
+        states = [np.asarray(state)[flat_parent] for state in new_states]
+        tokens = tokens_2d.ravel()
+        if finished.all():
+            break
+    return pick_best(history, log_prob, length, length_penalty, attention_history)
+
+
+def pick_best(history: np.ndarray, log_prob: np.ndarray, length: np.ndarray, length_penalty: float,
+              attention_history: np.ndarray | None) -> list[Hypothesis]:
+    """The hypothesis with the best length-normalised score, for each sentence."""
+    batch, beam = log_prob.shape
+    scores = normalised(log_prob, length, length_penalty)
+    best = scores.argmax(axis=-1)
+    found = []
+    for b, k in enumerate(best):
+        ids = trim(history[b, k])
+        attention = None
+        if attention_history is not None:
+            attention = attention_history[b * beam + k, : len(ids)]
+        found.append(Hypothesis(ids, float(log_prob[b, k]), float(scores[b, k]), attention))
+    return found
+
+
+def search(step: StepCallable, context: list, states: list, max_len: int, beam: int = 1,
+           length_penalty: float = 1.0) -> list[Hypothesis]:
+    """Greedy search for ``beam == 1``, beam search otherwise."""
+    if beam == 1:
+        return greedy_search(step, context, states, max_len, length_penalty)
+    return beam_search(step, context, states, max_len, beam, length_penalty)
+
+
+class Translator:
+    """A trained encoder-decoder, ready to translate: compiled encoder and decoder-step calls.
+
+    ``encoder`` maps source ids to ``[*memory, *states]`` (memory: encoder outputs and
+    attention keys, only with attention); ``step`` maps ``[tokens, *memory, source_mask,
+    *states]`` (no memory or mask without attention) to ``[logits, *states(, attention)]``.
+    Both are Keras models that share the trained layers; they are traced once by
+    ``tf.function`` with shape-polymorphic signatures.
+    """
+
+    def __init__(self, encoder: Any, step: Any, source_tokenizer: Tokenizer, target_tokenizer: Tokenizer,
+                 max_len: int, length_penalty: float, memory_count: int, state_sizes: Sequence[int],
+                 memory_size: int, detokenize: Callable[[list[str]], str] | None = None) -> None:
+        import tensorflow as tf
+
+        self.source_tokenizer = source_tokenizer
+        self.target_tokenizer = target_tokenizer
+        self.detokenize = detokenize or target_tokenizer.join
+        self.max_len = max_len
+        self.length_penalty = length_penalty
+        self.memory_count = memory_count
+        self.has_attention = memory_count > 0
+        memory_specs = [tf.TensorSpec([None, None, memory_size], tf.float32)] * memory_count
+        mask_specs = [tf.TensorSpec([None, None], tf.bool)] if self.has_attention else []
+        state_specs = [tf.TensorSpec([None, size], tf.float32) for size in state_sizes]
+        self._encode = tf.function(lambda source: encoder(source, training=False),
+                                   input_signature=[tf.TensorSpec([None, None], tf.int32)])
+        self._step = tf.function(lambda tokens, *rest: step([tokens, *rest], training=False),
+                                 input_signature=[tf.TensorSpec([None, None], tf.int32), *memory_specs,
+                                                  *mask_specs, *state_specs])
+
+    def encode(self, source_ids: np.ndarray) -> tuple[list, list]:
+        """Run the encoder once: the per-sentence context and the decoder's initial states."""
+        outputs = self._encode(np.asarray(source_ids, np.int32))
+        outputs = [np.asarray(output) for output in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
+        memory, states = outputs[: self.memory_count], outputs[self.memory_count:]
+        context = [*memory, np.asarray(source_ids) != PAD_ID] if self.has_attention else []
+        return context, states
+
+    def step(self, tokens: np.ndarray, context: list, states: list) -> tuple[np.ndarray, list, Any]:
+        """One decoder step for every hypothesis: log-probabilities, new states, attention."""
+        outputs = self._step(np.asarray(tokens, np.int32), *context, *states)
+        logits, rest = outputs[0], list(outputs[1:])
+        attention = np.asarray(rest.pop()) if self.has_attention else None
+        return log_softmax(np.asarray(logits)), rest, attention
+
+    def source_ids(self, sources: Sequence[str]) -> np.ndarray:
+        """Encoded, right-padded source sentences (at least one column)."""
+        encoded = [self.source_tokenizer.encode(text) or [PAD_ID] for text in sources]
+        return pad(encoded)
+
+    def decode_ids(self, sources: Sequence[str], beam: int = 1, batch_size: int = 256) -> list[Hypothesis]:
+        """Best hypothesis per source sentence, decoding ``batch_size`` sentences at a time."""
+        found: list[Hypothesis] = []
+        for start in range(0, len(sources), batch_size):
+            context, states = self.encode(self.source_ids(sources[start:start + batch_size]))
+            found.extend(search(self.step, context, states, self.max_len, beam, self.length_penalty))
+        return found
+
+    def text(self, hypothesis: Hypothesis) -> str:
+        """The detokenized text of a hypothesis (special tokens dropped)."""
+        return self.detokenize(self.target_tokenizer.tokens(hypothesis.ids))
+
+    def translate(self, sources: Sequence[str], beam: int = 1, batch_size: int = 256) -> list[str]:
+        """Detokenized translations of ``sources``."""
+        return [self.text(hyp) for hyp in self.decode_ids(sources, beam, batch_size)]
+
+
+def attention_heatmap(source_tokens: Sequence[str], output_tokens: Sequence[str], attention: np.ndarray,
+                      path: Path, title: str = "") -> None:
+    """Write a heat map of attention weights: output tokens (rows) x source tokens (columns)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    weights = np.asarray(attention)[: len(output_tokens), : len(source_tokens)]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * max(len(source_tokens), 3), 1.0 + 0.45 * max(len(output_tokens), 3)))
+    image = ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(source_tokens)), source_tokens, rotation=45, ha="right")
+    ax.set_yticks(range(len(output_tokens)), output_tokens)
+    ax.set_xlabel("source")
+    ax.set_ylabel("output")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
