@@ -66,7 +66,9 @@ def seqapp_side(data: Path, cell: str, units: int, seconds: float, gen_chars: in
                 self.model.stop_training = True
 
     budget = TimeBudget()
-    model.fit(dataset, steps_per_epoch=10_000_000, epochs=1, callbacks=[budget], verbose=0)
+    if cfg.train.jit_compile is not None:
+        model.jit_compile = cfg.train.jit_compile  # as training.fit does
+    model.fit(dataset, steps_per_epoch=10_000_000, epochs=1, callbacks=[budget], verbose=0, shuffle=False)
     train_s = time.perf_counter() - budget.start
     val_x, val_y = windows(tokenizer.encode_array(splits.val), seq_len, seq_len)
     from seqapp.tasks.textgen import mean_cross_entropy

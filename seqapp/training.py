@@ -74,6 +74,8 @@ def fit(model: Any, train_ds: Any, val_ds: Any, cfg: TrainConfig, folder: Path, 
     ]
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
+    if cfg.jit_compile is not None:
+        model.jit_compile = cfg.jit_compile  # Keras warns and stays off where a layer cannot be compiled
     history = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks, verbose=verbose,
                         shuffle=False)  # tf.data shuffles
     return history.history

@@ -69,3 +69,27 @@ def test_resolved_config_round_trips(tmp_path):
     cfg = config.load("textgen-words", ["model.units=7"])
     config.save(cfg, tmp_path / "config.yaml")
     assert config.load_saved(tmp_path / "config.yaml") == cfg
+
+
+def test_a_folder_named_like_a_template_does_not_shadow_it(tmp_path, monkeypatch):
+    (tmp_path / "textgen").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert config.load("textgen").task == "textgen"
+
+
+def test_train_settings_shared_by_all_tasks():
+    cfg = config.load("textgen", ["train.lr_schedule=cosine", "train.jit_compile=null"])
+    assert cfg.train.lr_schedule == "cosine" and cfg.train.jit_compile is None
+    with pytest.raises(SeqappError, match="constant, cosine"):
+        config.load("textgen", ["train.lr_schedule=step"])
+
+
+def test_cosine_schedule_decays_to_two_percent():
+    from seqapp.training import optimizer
+
+    constant = optimizer(config.load("textgen").train)
+    assert float(constant.learning_rate) == pytest.approx(0.003)
+    cfg = config.load("textgen", ["train.lr_schedule=cosine", "train.epochs=4", "train.learning_rate=0.01"]).train
+    schedule = optimizer(cfg, steps_per_epoch=10)._learning_rate  # the schedule object behind the rate
+    assert float(schedule(0)) == pytest.approx(0.01)
+    assert float(schedule(40)) == pytest.approx(0.0002, rel=1e-3)
