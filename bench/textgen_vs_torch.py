@@ -30,7 +30,6 @@ def seqapp_side(data: Path, cell: str, units: int, seconds: float, gen_chars: in
 
     backend.start()
     import keras
-    import numpy as np
 
     from seqapp import config
     from seqapp.runs import Run

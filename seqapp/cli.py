@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from seqapp import __version__, backend  # noqa: E402
-from seqapp.errors import SeqappError  # noqa: E402
+from seqapp import __version__, backend, runs
+from seqapp.errors import SeqappError
 
 app = typer.Typer(
     help="Train and use recurrent neural networks (SimpleRNN, LSTM, GRU) on sequence data.",
@@ -128,7 +127,7 @@ def generate(
     if length < 0 or num_samples < 1:
         raise SeqappError("--length must be >= 0 and --num-samples >= 1")
     generators = [name for name, cls in REGISTRY.items() if hasattr(cls, "generate")]
-    run = find_run(run_dir, out, generators)
+    run = runs.find(run_dir, out, generators)
     task = get_task(run.task)()
     warn = functools.partial(typer.echo, err=True)
     options = dict(length=length, temperature=temperature, top_k=top_k, top_p=top_p, random_seed=random_seed, warn=warn)
@@ -157,7 +156,7 @@ def evaluate(
     backend.start()
     from seqapp.tasks import get_task
 
-    run = find_run(run_dir, out)
+    run = runs.find(run_dir, out)
     task = get_task(run.task)()
     typer.echo(f"evaluating {run.path}", err=True)
     metrics = task.evaluate(run, task.load_data(run.config))
@@ -189,7 +188,7 @@ def predict(
     from seqapp.tasks import get_task
 
     texts = read_inputs(inputs or [], file)
-    run = find_run(run_dir, out)
+    run = runs.find(run_dir, out)
     task = get_task(run.task)()
     given = {"horizon": horizon, "plot": plot, "beam": beam, "attention_plot": attention_plot,
              "random_seed": random_seed, "json": as_json or None, "output": output}
@@ -223,24 +222,6 @@ def read_inputs(inputs: list[str], file: Path | None) -> list[str]:
     return texts
 
 
-def find_run(run_dir: Path | None, out: Path, tasks: list[str] | None = None) -> Any:
-    """The run named by --run, else the latest run (of one of ``tasks`` if given)."""
-    from seqapp import runs
-
-    if run_dir is not None:
-        run = runs.load(run_dir)
-        if tasks and run.task not in tasks:
-            raise SeqappError(f"{run_dir} is a {run.task} run; this command needs a {' or '.join(tasks)} run")
-        return run
-    candidates = [path for task in (tasks or [None]) for path in runs.run_dirs(out, task)]
-    if not candidates:
-        what = " or ".join(tasks) if tasks else "TASK"
-        raise SeqappError(f"no {what if tasks else ''}{' ' if tasks else ''}run found in {out}; "
-                          f"train one first with 'seqapp train {what}' or pass --run DIR")
-    newest = max(candidates, key=lambda path: (path / "config.yaml").stat().st_mtime_ns)
-    return runs.load(newest)
-
-
 @app.command("tasks")
 @handle_errors
 def list_tasks() -> None:
@@ -265,7 +246,6 @@ def list_runs(
     as_json: JsonOption = False,
 ) -> None:
     """List past runs with their headline metrics, oldest first."""
-    from seqapp import runs
     from seqapp.tasks import get_task
 
     if task is not None:

@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from seqapp import config as config_mod
 from seqapp.config import Config
@@ -125,21 +125,23 @@ def run_dirs(out: Path, task: str | None = None) -> list[Path]:
     return sorted(found, key=lambda run: (run / "config.yaml").stat().st_mtime_ns)
 
 
-def latest(out: Path, task: str | None = None) -> Run:
-    """The most recent run under ``out`` (of ``task`` if given)."""
-    found = run_dirs(out, task)
+def latest(out: Path, tasks: str | Sequence[str] | None = None) -> Run:
+    """The most recent run under ``out`` (of ``tasks``, one task name or several, if given)."""
+    names = [tasks] if isinstance(tasks, str) else list(tasks or [None])
+    found = [path for name in names for path in run_dirs(out, name)]
     if not found:
-        what = f"no {task} run" if task else "no run"
-        how = f"seqapp train {task}" if task else "seqapp train TASK"
-        raise SeqappError(f"{what} found in {out}; train one first with '{how}' or pass --run DIR")
-    return load(found[-1])
+        wanted = " or ".join(name for name in names if name)
+        what = f"no {wanted} run" if wanted else "no run"
+        raise SeqappError(f"{what} found in {out}; train one first with 'seqapp train {wanted or 'TASK'}' "
+                          "or pass --run DIR")
+    return load(max(found, key=lambda path: (path / "config.yaml").stat().st_mtime_ns))
 
 
-def find(run_dir: Path | None, out: Path, task: str | None = None) -> Run:
-    """The run the user named with ``--run``, else the latest one (of ``task``)."""
+def find(run_dir: Path | None, out: Path, tasks: Sequence[str] | None = None) -> Run:
+    """The run the user named with ``--run`` (checked against ``tasks``), else the latest one."""
     if run_dir is None:
-        return latest(out, task)
+        return latest(out, tasks)
     run = load(run_dir)
-    if task and run.task != task:
-        raise SeqappError(f"{run_dir} is a {run.task} run, not a {task} run; pass a {task} run to --run")
+    if tasks and run.task not in tasks:
+        raise SeqappError(f"{run_dir} is a {run.task} run; this command needs a {' or '.join(tasks)} run")
     return run
