@@ -1,0 +1,49 @@
+"""Run folders: atomic publishing, finding the latest, refusing foreign folders."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from seqapp import config, runs
+from seqapp.errors import SeqappError
+
+
+def fake_run(out, template: str, stamp_ns: int):
+    """A run folder with the files ``runs.load`` needs (the model file is a placeholder)."""
+    cfg = config.load(template)
+    with runs.create(out, cfg.task) as draft:
+        config.save(cfg, draft.path / "config.yaml")
+        runs.write_json(draft.path / "preprocessing.json", {})
+        (draft.path / "model.keras").write_bytes(b"placeholder")
+    os.utime(draft.final / "config.yaml", ns=(stamp_ns, stamp_ns))
+    return draft.final
+
+
+def test_latest_is_the_newest_of_the_tasks_asked_for(tmp_path):
+    old_text = fake_run(tmp_path, "textgen", 1_000)
+    new_sine = fake_run(tmp_path, "sine", 3_000)
+    new_text = fake_run(tmp_path, "textgen-hello", 2_000)
+    assert old_text != new_text and old_text.parent == new_text.parent
+    assert runs.latest(tmp_path).path == new_sine
+    assert runs.latest(tmp_path, "textgen").path == new_text
+    assert runs.latest(tmp_path, ["sentiment", "textgen"]).path == new_text
+    with pytest.raises(SeqappError, match="no translate run found"):
+        runs.latest(tmp_path, "translate")
+
+
+def test_find_checks_the_task_of_a_named_run(tmp_path):
+    path = fake_run(tmp_path, "sine", 1_000)
+    assert runs.find(path, tmp_path, ["sine"]).task == "sine"
+    with pytest.raises(SeqappError, match="is a sine run; this command needs a textgen run"):
+        runs.find(path, tmp_path, ["textgen"])
+
+
+def test_a_failed_draft_leaves_nothing_behind(tmp_path):
+    kept = fake_run(tmp_path, "textgen", 1_000)
+    with pytest.raises(RuntimeError):
+        with runs.create(tmp_path, "textgen") as draft:
+            (draft.path / "model.keras").write_bytes(b"half")
+            raise RuntimeError("killed")
+    assert sorted(p.name for p in (tmp_path / "textgen").iterdir()) == [kept.name]
