@@ -42,27 +42,26 @@ def test_bad_values_are_named_in_the_error(override, words):
         assert word in str(info.value)
 
 
-def test_unknown_template_key(tmp_path):
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("task: textgen\nmodel:\n  unitz: 3\n", "unknown key 'model.unitz'"),
+        ("task: textgne\n", "unknown task 'textgne'; did you mean textgen"),
+        ("task: textgen\nmodel: [1,\n", "not valid YAML at line"),
+        ("- just\n- a list\n", "must be a YAML mapping"),
+        ("task: textgen\ndata: 5\n", "'data' in template t.yaml must be a mapping"),
+    ],
+)
+def test_bad_template_files(tmp_path, text, message):
     path = tmp_path / "t.yaml"
-    path.write_text("task: textgen\nmodel:\n  unitz: 3\n")
-    with pytest.raises(SeqappError, match="unknown key 'model.unitz'"):
+    path.write_text(text)
+    with pytest.raises(SeqappError, match=message):
         config.load(str(path))
 
 
-def test_unknown_task_suggests_close_name(tmp_path):
+def test_unknown_template_name_suggests_close_name():
     with pytest.raises(SeqappError, match="did you mean textgen"):
         config.load("textgne")
-    path = tmp_path / "t.yaml"
-    path.write_text("task: textgne\n")
-    with pytest.raises(SeqappError, match="unknown task 'textgne'; did you mean textgen"):
-        config.load(str(path))
-
-
-def test_invalid_yaml_reports_line(tmp_path):
-    path = tmp_path / "t.yaml"
-    path.write_text("task: textgen\nmodel: [1,\n")
-    with pytest.raises(SeqappError, match="not valid YAML"):
-        config.load(str(path))
 
 
 def test_resolved_config_round_trips(tmp_path):
