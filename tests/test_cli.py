@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-TINY = ["--set", "model.units=16", "--set", "model.embedding_dim=8", "--set", "data.seq_len=20", "--epochs", "2", "-q"]
+TINY_SET = ["model.units=16", "model.embedding_dim=8", "data.seq_len=20"]
+TINY = [arg for setting in TINY_SET for arg in ("--set", setting)] + ["--epochs", "2", "-q"]
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +173,39 @@ def test_option_of_another_task_is_refused(cli, trained):
     runs, _ = trained
     line = error_line(cli("predict", "hi", "--beam", "3", "--out", runs))
     assert "--beam does not apply to a textgen run" in line
+
+
+def test_data_folder_is_left_to_the_task(cli, tmp_path):
+    folder = tmp_path / "reviews"
+    folder.mkdir()
+    rows = [f"{word} film, really {word}\t{label}" for word, label in
+            [("great", 1), ("awful", 0), ("lovely", 1), ("boring", 0)] * 10]
+    (folder / "a.txt").write_text("\n".join(rows[:20]) + "\n")
+    (folder / "b.txt").write_text("\n".join(rows[20:]) + "\n")
+    result = cli("train", "sentiment", "--data", folder, "--out", tmp_path / "runs", "--epochs", "1", "-q",
+                 "--set", "model.units=4", "--set", "model.embedding_dim=4")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(cli("evaluate", "--out", tmp_path / "runs", "--json").stdout)["metrics"]
+    assert sum(metrics["examples"].values()) == 40
+    line = error_line(cli("train", "textgen", "--data", folder, "--out", tmp_path / "runs"))
+    assert "is a folder" in line
+
+
+def test_jit_compile_setting_reaches_the_model(monkeypatch, tmp_path, corpus):
+    import seqapp.training
+    from seqapp import config
+
+    seen = []
+    original = seqapp.training.fit
+
+    def spy(model, *args, **kwargs):
+        history = original(model, *args, **kwargs)
+        seen.append(model.jit_compile)
+        return history
+
+    monkeypatch.setattr(seqapp.training, "fit", spy)
+    for setting in (True, False):
+        cfg = config.load("textgen", TINY_SET, {"data.path": str(corpus), "train.epochs": 1,
+                                                "train.jit_compile": setting})
+        seqapp.training.train(cfg, tmp_path, verbose=0, log=lambda _: None)
+    assert seen == [True, False]
