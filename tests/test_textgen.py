@@ -147,3 +147,12 @@ def test_tiny_shakespeare_three_epochs_beats_unigram_and_writes_play_text(shared
     assert test < baseline - 1.0
     sample = generate_texts(run, "ROMEO:", length=400, temperature=0.8, top_k=20, random_seed=0)[0]
     assert re.search(r"\n[A-Z][A-Za-z ]+:\n", sample), sample  # a speaker name on its own line
+
+
+def test_default_seed_is_a_line_break_or_the_most_frequent_token():
+    from seqapp.tasks.textgen import default_seed
+
+    lines = Tokenizer("char").fit(["ab\nb"])
+    assert default_seed(lines, np.bincount(lines.encode_array("ab\nb"), minlength=lines.vocab_size)) == "\n"
+    flat = Tokenizer("char").fit(["abbbc"])
+    assert default_seed(flat, np.bincount(flat.encode_array("abbbc"), minlength=flat.vocab_size)) == "b"

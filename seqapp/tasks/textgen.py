@@ -73,15 +73,15 @@ class TextGen(Task):
 
     def fit_preprocessing(self, cfg: Config, splits: Splits) -> dict:
         tokenizer = Tokenizer(cfg.data.level, lower=cfg.data.lower).fit([splits.train], max_size=cfg.data.max_vocab)
-        train_tokens = tokenizer.split(splits.train)
-        if len(train_tokens) < 2:
+        train_ids = tokenizer.encode_array(splits.train)
+        if len(train_ids) < 2:
             raise SeqappError("the training text has fewer than 2 tokens; give a longer corpus")
-        counts = np.bincount(tokenizer.encode_array(splits.train), minlength=tokenizer.vocab_size)
+        counts = np.bincount(train_ids, minlength=tokenizer.vocab_size)
         return {
             "tokenizer": tokenizer.to_dict(),
-            "seq_len": min(cfg.data.seq_len, len(train_tokens) - 1),
+            "seq_len": min(cfg.data.seq_len, len(train_ids) - 1),
             "unigram_counts": counts.tolist(),
-            "default_seed": default_seed(train_tokens),
+            "default_seed": default_seed(tokenizer, counts),
         }
 
     def datasets(self, cfg: Config, prep: dict, splits: Splits) -> tuple[Any, Any]:
@@ -190,9 +190,12 @@ def unigram_log_probs(counts: list[int]) -> np.ndarray:
         return np.log(smoothed / smoothed.sum())
 
 
-def default_seed(tokens: list[str]) -> str:
-    """What ``generate`` starts from when no seed is given: a line break if the corpus has them."""
-    return "\n" if "\n" in tokens else max(set(tokens), key=tokens.count)
+def default_seed(tokenizer: Tokenizer, counts: np.ndarray) -> str:
+    """What ``generate`` starts from when no seed is given: a line break if the corpus has
+    them, else its most frequent token."""
+    if "\n" in tokenizer.index:
+        return "\n"
+    return tokenizer.vocab[len(SPECIALS) + int(np.argmax(counts[len(SPECIALS):]))]
 
 
 def loss_figures(loss: float, unit: str) -> dict:
