@@ -29,6 +29,28 @@ from seqapp.errors import SeqappError
 CELLS = ("simplernn", "lstm", "gru")
 
 
+def setting(default: Any = None, help: str = "", *, factory: Any = None, choices: Any = None,
+            min: float | None = None, max: float | None = None,
+            low_open: bool = False, high_open: bool = False) -> Any:
+    """A config field with its help text and allowed values, documented in one place.
+
+    ``seqapp config show`` and the README's settings tables are written from this
+    metadata, and :func:`check_value` enforces it::
+
+        units: int = setting(256, "units per recurrent layer", min=1)
+    """
+    meta: dict[str, Any] = {"help": help}
+    if choices is not None:
+        meta["choices"] = tuple(choices)
+    if min is not None:
+        meta.update(min=min, low_open=low_open)
+    if max is not None:
+        meta.update(max=max, high_open=high_open)
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 def one_of(*choices: Any) -> dict:
     """Field metadata: the value must be one of ``choices``."""
     return {"choices": choices}

@@ -10,7 +10,8 @@ import pytest
 
 from seqapp import config, runs
 from seqapp.errors import SeqappError
-from seqapp.tasks.sentiment import Sentiment, classification_metrics, classifier, encode_texts
+from seqapp.metrics import classification_metrics
+from seqapp.tasks.sentiment import Sentiment, classifier, encode_texts
 from seqapp.text import Tokenizer
 
 POSITIVE = ["great phone, love it", "excellent sound and a great price", "i love this camera", "works great",

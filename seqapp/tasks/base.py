@@ -19,6 +19,19 @@ if TYPE_CHECKING:
     from seqapp.runs import Run
 
 
+@dataclass(frozen=True)
+class PredictOption:
+    """An extra ``seqapp predict`` option a task understands, declared on the task.
+
+    The CLI builds ``--<name>`` (underscores become dashes) from this, with ``type`` and
+    ``help``; tasks that share a name (e.g. ``json``) must agree on its type.
+    """
+
+    name: str
+    type: type
+    help: str
+
+
 @dataclass
 class Splits:
     """Train, validation and test parts of a data set, in whatever form the task uses."""
@@ -35,8 +48,10 @@ class Task:
     summary: ClassVar[str]
     DataConfig: ClassVar[type]
     ModelConfig: ClassVar[type] = ModelConfig
-    # Names of the optional ``seqapp predict`` options this task understands.
-    predict_options: ClassVar[frozenset[str]] = frozenset()
+    # The extra ``seqapp predict`` options this task understands (passed as keywords).
+    predict_options: ClassVar[tuple[PredictOption, ...]] = ()
+    # True for tasks that stream text with ``seqapp generate`` (see :meth:`generate`).
+    generates: ClassVar[bool] = False
     # A seconds-long version of the task for the shared test suite: ``set`` holds
     # ``--set`` overrides for the task's own template, ``inputs`` some predict inputs,
     # ``options`` predict options that make the output deterministic.

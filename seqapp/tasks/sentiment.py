@@ -23,6 +23,7 @@ from seqapp import datafiles
 from seqapp.config import Config, ModelConfig, at_least, between, one_of
 from seqapp.errors import SeqappError
 from seqapp.layers import apply_stack, recurrent_stack
+from seqapp.metrics import class_table, classification_metrics, confusion_table
 from seqapp.tasks.base import Splits, Task
 from seqapp.text import OOV_ID, PAD_ID, Tokenizer, pad
 
@@ -423,47 +424,6 @@ def class_probabilities(run: Any, texts: list[str]) -> np.ndarray:
     if output.shape[1] == 1:
         output = np.concatenate([1.0 - output, output], axis=1)
     return output
-
-
-# -- metrics --------------------------------------------------------------------------
-def classification_metrics(truth: np.ndarray, predicted: np.ndarray, classes: list[str]) -> dict:
-    """Accuracy, per-class precision / recall / F1 / support, macro F1, confusion matrix."""
-    k = len(classes)
-    confusion = np.zeros((k, k), np.int64)
-    np.add.at(confusion, (truth, predicted), 1)
-    hits = np.diag(confusion).astype(np.float64)
-    precision = np.divide(hits, confusion.sum(axis=0), out=np.zeros(k), where=confusion.sum(axis=0) > 0)
-    recall = np.divide(hits, confusion.sum(axis=1), out=np.zeros(k), where=confusion.sum(axis=1) > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=precision + recall > 0)
-    return {
-        "accuracy": round(float(hits.sum() / max(len(truth), 1)), 5),
-        "macro_f1": round(float(f1.mean()), 5),
-        "per_class": {label: {"precision": round(float(p), 5), "recall": round(float(r), 5), "f1": round(float(f), 5),
-                              "support": int(s)}
-                      for label, p, r, f, s in zip(classes, precision, recall, f1, confusion.sum(axis=1))},
-        "confusion_matrix": confusion.tolist(),
-    }
-
-
-def class_table(split_metrics: dict, classes: list[str], split: str) -> list[str]:
-    """Per-class precision / recall / F1 / support as aligned text."""
-    width = max(8, *(len(label) for label in classes))
-    lines = [f"{split} per class:", f"  {'label'.ljust(width)}  precision  recall  f1      support"]
-    for label in classes:
-        row = split_metrics["per_class"][label]
-        lines.append(f"  {label.ljust(width)}  {row['precision']:<9.4f}  {row['recall']:<6.4f}  {row['f1']:<6.4f}  "
-                     f"{row['support']}")
-    return lines
-
-
-def confusion_table(confusion: list[list[int]], classes: list[str], split: str) -> list[str]:
-    """The confusion matrix as text: one row per true label, one column per predicted label."""
-    width = max(8, *(len(label) for label in classes), *(len(str(n)) for row in confusion for n in row))
-    lines = [f"{split} confusion matrix (rows: true label, columns: predicted):",
-             "  " + " " * width + "  " + "  ".join(label.rjust(width) for label in classes)]
-    for label, row in zip(classes, confusion):
-        lines.append(f"  {label.ljust(width)}  " + "  ".join(str(n).rjust(width) for n in row))
-    return lines
 
 
 def plot_confusion(confusion: list[list[int]], classes: list[str], split: str, path: Path) -> None:
