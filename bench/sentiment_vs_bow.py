@@ -43,27 +43,29 @@ def bag_of_words(splits) -> dict:
         "accuracy": accuracy_score(splits.test.labels, predicted),
         "macro_f1": f1_score(splits.test.labels, predicted, average="macro"),
         "seconds": time.perf_counter() - start,
-        "note": f"C={best_c:g} chosen on val (time: all {len(C_GRID)} fits), vocabulary {len(vectorizer.vocabulary_):,}",
+        "note": f"C={best_c:g} chosen on val (time: all {len(C_GRID)} fits), "
+                f"vocabulary {len(vectorizer.vocabulary_):,}",
     }
 
 
 def seqapp_runs(template: str, data: Path, overrides: list[str], seeds: int) -> list[dict]:
     """Train ``template`` on ``data`` once per seed; test metrics and wall time of each run."""
-    from seqapp import config
+    from seqapp.tasks import load_config
     from seqapp.training import train
 
     results = []
     with tempfile.TemporaryDirectory() as out:
         for seed in range(seeds):
-            cfg = config.load(template, overrides, {"data.path": str(data), "train.random_seed": seed})
+            cfg = load_config(template, overrides, {"data.path": str(data), "train.random_seed": seed})
             start = time.perf_counter()
             run = train(cfg, Path(out), verbose=0, log=lambda message: None)
             metrics = run.metrics
-            results.append({"seed": seed, "accuracy": metrics["test"]["accuracy"], "macro_f1": metrics["test"]["macro_f1"],
-                            "seconds": time.perf_counter() - start, "epochs": metrics["epochs_trained"],
-                            "baseline": metrics["baseline_majority"]["test"]["accuracy"]})
-            print(f"  seed {seed}: test accuracy {results[-1]['accuracy']:.3f}, macro F1 {results[-1]['macro_f1']:.3f}, "
-                  f"{results[-1]['epochs']} epochs, {results[-1]['seconds']:.0f} s", file=sys.stderr)
+            result = {"seed": seed, "accuracy": metrics["test"]["accuracy"], "macro_f1": metrics["test"]["macro_f1"],
+                      "seconds": time.perf_counter() - start, "epochs": metrics["epochs_trained"],
+                      "baseline": metrics["baseline_majority"]["test"]["accuracy"]}
+            results.append(result)
+            print(f"  seed {seed}: test accuracy {result['accuracy']:.3f}, macro F1 {result['macro_f1']:.3f}, "
+                  f"{result['epochs']} epochs, {result['seconds']:.0f} s", file=sys.stderr)
     return results
 
 
@@ -106,11 +108,12 @@ def main() -> None:
         print(f"skipped: {args.data} is not present", file=sys.stderr)
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from seqapp import backend, config
+    from seqapp import backend
+    from seqapp.tasks import load_config
     from seqapp.tasks.sentiment import Sentiment
 
     backend.start()
-    cfg = config.load(args.template, args.overrides, {"data.path": str(args.data)})
+    cfg = load_config(args.template, args.overrides, {"data.path": str(args.data)})
     splits = Sentiment().load_data(cfg)
     bow = bag_of_words(splits)
     runs = seqapp_runs(args.template, args.data, args.overrides, args.seeds)

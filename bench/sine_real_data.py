@@ -32,7 +32,7 @@ CASES = {
 
 def run_case(name: str, out: Path) -> list[str] | None:
     """Train one case and return its table rows (None when its data file is absent)."""
-    from seqapp import config
+    from seqapp.tasks import load_config
     from seqapp.training import train
 
     template, overrides, path = CASES[name]
@@ -40,7 +40,7 @@ def run_case(name: str, out: Path) -> list[str] | None:
         print(f"skipping {name}: {path} not found")
         return None
     values = {"data.path": str(path)} if path is not None else None
-    cfg = config.load(template, overrides, values)
+    cfg = load_config(template, overrides, values)
     started = time.perf_counter()
     run = train(cfg, out, name=name, verbose=0, log=print)
     seconds = time.perf_counter() - started

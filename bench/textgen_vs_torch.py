@@ -24,33 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 
 
-def seqapp_side(data: Path, cell: str, units: int, seconds: float, gen_chars: int, batch: int, seq_len: int) -> dict:
-    """Train seqapp's textgen model for ``seconds``, then time stateful generation."""
-    from seqapp import backend
-
-    backend.start()
+def time_budget(seconds: float):
+    """A Keras callback that stops training after ``seconds`` (after one warm-up step) and counts steps."""
     import keras
 
-    from seqapp import config
-    from seqapp.runs import Run
-    from seqapp.tasks.textgen import TextGen, generate_tokens, step_function, windows
-    from seqapp.text import Tokenizer
-    from seqapp.training import make_dataset
-
-    cfg = config.load("textgen", [f"model.cell={cell}", f"model.units={units}", "model.embedding_dim=64",
-                                  f"data.seq_len={seq_len}", f"train.batch_size={batch}", "train.learning_rate=0.002",
-                                  "data.val_fraction=0.1", "data.test_fraction=0.0"], {"data.path": str(data)})
-    task = TextGen()
-    splits = task.load_data(cfg)
-    prep = task.fit_preprocessing(cfg, splits)
-    model = task.build_model(cfg, prep)
-    tokenizer = Tokenizer.from_dict(prep["tokenizer"])
-    x, y = windows(tokenizer.encode_array(splits.train), seq_len, seq_len)
-    dataset = make_dataset(x, y, batch, shuffle=True).repeat()
-    tokens_per_batch = batch * seq_len
-
     class TimeBudget(keras.callbacks.Callback):
-        """Stop after ``seconds`` of training (after one warm-up step) and count tokens."""
+        """Stop after ``seconds`` of training (after one warm-up step) and count the steps."""
 
         def __init__(self) -> None:
             super().__init__()
@@ -64,16 +43,37 @@ def seqapp_side(data: Path, cell: str, units: int, seconds: float, gen_chars: in
             if time.perf_counter() - self.start >= seconds:
                 self.model.stop_training = True
 
-    budget = TimeBudget()
+    return TimeBudget()
+
+
+def seqapp_side(data: Path, cell: str, units: int, seconds: float, gen_chars: int, batch: int, seq_len: int) -> dict:
+    """Train seqapp's textgen model for ``seconds``, then time stateful generation."""
+    from seqapp import backend
+
+    backend.start()
+    import keras
+
+    from seqapp.runs import Run
+    from seqapp.tasks import load_config
+    from seqapp.tasks.textgen import generate_tokens, mean_cross_entropy, step_function, windows
+    from seqapp.text import Tokenizer
+    from seqapp.training import prepare
+
+    cfg = load_config("textgen", [f"model.cell={cell}", f"model.units={units}", "model.embedding_dim=64",
+                                  f"data.seq_len={seq_len}", f"train.batch_size={batch}", "train.learning_rate=0.002",
+                                  "data.val_fraction=0.1", "data.test_fraction=0.0"], {"data.path": str(data)})
+    ready = prepare(cfg)
+    model, splits, prep = ready.model, ready.splits, ready.preprocessing
+    tokenizer = Tokenizer.from_dict(prep["tokenizer"])
+    dataset = ready.train_ds.repeat()
+    tokens_per_batch = batch * seq_len
+    budget = time_budget(seconds)
     if cfg.train.jit_compile is not None:
         model.jit_compile = cfg.train.jit_compile  # as training.fit does
     model.fit(dataset, steps_per_epoch=10_000_000, epochs=1, callbacks=[budget], verbose=0, shuffle=False)
     train_s = time.perf_counter() - budget.start
     val_x, val_y = windows(tokenizer.encode_array(splits.val), seq_len, seq_len)
-    from seqapp.tasks.textgen import mean_cross_entropy
-
     val_loss = mean_cross_entropy(model, val_x, val_y)
-
     run = Run(path=ROOT, config=cfg, preprocessing=prep, _model=model)
     step = step_function(run)
     list(generate_tokens(run, "\n", length=5, step=step))  # warm-up trace
@@ -81,11 +81,13 @@ def seqapp_side(data: Path, cell: str, units: int, seconds: float, gen_chars: in
     for _ in generate_tokens(run, "\n", length=gen_chars, step=step, random_seed=0):
         pass
     gen_s = time.perf_counter() - start
-    return {"peer": "seqapp", "keras": keras.__version__, "train_tokens_per_s": round(budget.steps * tokens_per_batch / train_s, 1),
+    return {"peer": "seqapp", "keras": keras.__version__,
+            "train_tokens_per_s": round(budget.steps * tokens_per_batch / train_s, 1),
             "val_loss_nats_per_char": round(val_loss, 4), "generate_chars_per_s_batch1": round(gen_chars / gen_s, 1)}
 
 
-def torch_side(python: str, data: Path, cell: str, units: int, seconds: float, gen_chars: int, batch: int, seq_len: int) -> dict:
+def torch_side(python: str, data: Path, cell: str, units: int, seconds: float, gen_chars: int, batch: int,
+               seq_len: int) -> dict:
     """Run the PyTorch peer script in its own interpreter and read its JSON line."""
     peer = SHARED / "peers" / "torch_charlm.py"
     command = [python, str(peer), "--data", str(data), "--cell", {"simplernn": "rnn"}.get(cell, cell),
@@ -115,7 +117,8 @@ def main() -> None:
         peer = torch_side(args.torch_python, *common)
         ours = seqapp_side(*common)
         rows.append({"cell": cell, "seqapp": ours, "pytorch": peer})
-        print(f"\n{cell.upper()}({args.units}), batch {args.batch} x {args.seq_len}, {args.seconds:.0f} s of training each")
+        print(f"\n{cell.upper()}({args.units}), batch {args.batch} x {args.seq_len}, "
+              f"{args.seconds:.0f} s of training each")
         print(f"{'':32}{'seqapp':>12}{'pytorch':>12}{'ratio':>8}")
         for key in ("train_tokens_per_s", "generate_chars_per_s_batch1", "val_loss_nats_per_char"):
             print(f"{key:32}{ours[key]:>12}{peer[key]:>12}{ours[key] / peer[key]:>8.2f}")

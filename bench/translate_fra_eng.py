@@ -32,27 +32,23 @@ def parse_config(text: str) -> tuple[str, list[str]]:
 
 def run_config(label: str, overrides: list[str], data: Path, epochs: int | None, beam: int) -> dict:
     """Train and evaluate one configuration; return its figures."""
-    from seqapp import config, training
+    from seqapp import training
     from seqapp.runs import Run
-    from seqapp.tasks import get_task
+    from seqapp.tasks import load_config
 
     values = {"data.path": str(data), "model.beam": beam}
     if epochs is not None:
         values["train.epochs"] = epochs
-    cfg = config.load("translate-fra-eng", overrides, values)
-    task = get_task(cfg.task)()
-    training.set_seed(cfg.train.random_seed)
-    splits = task.load_data(cfg)
-    prep = task.fit_preprocessing(cfg, splits)
-    model = task.build_model(cfg, prep)
-    train_ds, val_ds = task.datasets(cfg, prep, splits)
+    cfg = load_config("translate-fra-eng", overrides, values)
+    ready = training.prepare(cfg)
+    model = ready.model
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
-        history = training.fit(model, train_ds, val_ds, cfg.train, Path(folder), verbose=2)
+        history = training.fit(model, ready.train_ds, ready.val_ds, cfg.train, Path(folder), verbose=2)
         train_seconds = time.perf_counter() - start
-        run = Run(path=Path(folder), config=cfg, preprocessing=prep, _model=model)
+        run = Run(path=Path(folder), config=cfg, preprocessing=ready.preprocessing, _model=model)
         start = time.perf_counter()
-        metrics = task.evaluate(run, splits)
+        metrics = ready.task.evaluate(run, ready.splits)
         eval_seconds = time.perf_counter() - start
     return {"label": label, "overrides": overrides, "params": model.count_params(),
             "epochs": len(history["loss"]), "best_val_loss": round(min(history.get("val_loss", history["loss"])), 4),

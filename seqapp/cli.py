@@ -8,15 +8,19 @@ TensorFlow is imported only by commands that need it, so ``--help`` answers at o
 from __future__ import annotations
 
 import functools
+import inspect
 import json
+import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any
 
 import typer
 
 from seqapp import __version__, backend, runs
 from seqapp.errors import SeqappError
+from seqapp.tasks import REGISTRY, get_task
 
 app = typer.Typer(
     help="Train and use recurrent neural networks (SimpleRNN, LSTM, GRU) on sequence data.",
@@ -28,8 +32,29 @@ app = typer.Typer(
 
 RUNS_ROOT = Path("runs")
 OutOption = Annotated[Path, typer.Option("--out", envvar="SEQAPP_RUNS", help="Folder that holds the runs.")]
-RunOption = Annotated[Optional[Path], typer.Option("--run", help="A run folder; default: the latest suitable run.")]
+RunOption = Annotated[Path | None, typer.Option("--run", help="A run folder; default: the latest suitable run.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+TemplateArgument = Annotated[str, typer.Argument(
+    help="Task or template name (see 'seqapp tasks'), or a .yaml template path.")]
+SetOption = Annotated[list[str] | None, typer.Option(
+    "--set", help="Override a setting: --set model.units=512 (repeatable).")]
+
+
+class StderrHandler(logging.Handler):
+    """Show the ``seqapp`` logger's records on the current ``sys.stderr``: ``warning: ...``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        prefix = f"{record.levelname.lower()}: " if record.levelno >= logging.WARNING else ""
+        sys.stderr.write(f"{prefix}{record.getMessage()}\n")
+        sys.stderr.flush()
+
+
+def show_task_messages() -> None:
+    """Route what tasks report (``logging.getLogger('seqapp')``) to stderr, once."""
+    logger = logging.getLogger("seqapp")
+    if not any(isinstance(handler, StderrHandler) for handler in logger.handlers):
+        logger.addHandler(StderrHandler())
+    logger.setLevel(logging.INFO)
 
 
 def handle_errors(command: Callable) -> Callable:
@@ -37,6 +62,7 @@ def handle_errors(command: Callable) -> Callable:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        show_task_messages()
         try:
             return command(*args, **kwargs)
         except SeqappError as exc:
@@ -66,28 +92,27 @@ def main(
 @app.command()
 @handle_errors
 def train(
-    task: Annotated[str, typer.Argument(help="Task or template name (see 'seqapp tasks'), or a .yaml template path.")],
-    data: Annotated[Optional[Path], typer.Option("--data", help="Data file to train on (default: the bundled data).")] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Maximum number of epochs (overrides train.epochs).")] = None,
+    task: TemplateArgument,
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="Data file to train on (default: the bundled data).")] = None,
+    epochs: Annotated[int | None, typer.Option(
+        "--epochs", help="Maximum number of epochs (overrides train.epochs).")] = None,
     out: OutOption = RUNS_ROOT,
-    name: Annotated[Optional[str], typer.Option("--name", help="Suffix for the run folder name.")] = None,
-    random_seed: Annotated[Optional[int], typer.Option("--random-seed", help="Random seed (overrides train.random_seed).")] = None,
-    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting: --set model.units=512 (repeatable).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Suffix for the run folder name.")] = None,
+    random_seed: Annotated[int | None, typer.Option(
+        "--random-seed", help="Random seed (overrides train.random_seed).")] = None,
+    overrides: SetOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-epoch progress output.")] = False,
 ) -> None:
     """Train a model from a task template and save it as a run."""
-    from seqapp import config
+    from seqapp.tasks import load_config
 
     values: dict[str, Any] = {}
-    if data is not None:
-        values.update({"data.path": str(data.resolve())})
     if epochs is not None:
         values["train.epochs"] = epochs
     if random_seed is not None:
         values["train.random_seed"] = random_seed
-    cfg = config.load(task, overrides or [], values)
-    if data is not None and hasattr(cfg.data, "text"):
-        cfg.data.text = None  # a data file replaces a template's inline text
+    cfg = load_config(task, overrides or [], values, data_file=data)
     if data is not None and not data.is_dir():  # a folder is the task's to accept or refuse
         from seqapp import datafiles
 
@@ -97,8 +122,6 @@ def train(
     from seqapp.training import train as train_run
 
     run = train_run(cfg, out, name, verbose=0 if quiet else None)
-    from seqapp.tasks import get_task
-
     typer.echo(f"saved run {run.path}")
     summary = get_task(cfg.task)().headline(run.metrics)
     if summary:
@@ -111,28 +134,28 @@ def generate(
     seed: Annotated[str, typer.Option("--seed", help="Seed text to continue (default: a line break).")] = "",
     length: Annotated[int, typer.Option("--length", "-n", help="Number of tokens to generate.")] = 300,
     temperature: Annotated[float, typer.Option("--temperature", "-t", help="Sampling temperature; 0 is greedy.")] = 1.0,
-    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Sample only among the k most likely tokens.")] = None,
-    top_p: Annotated[Optional[float], typer.Option("--top-p", help="Sample from the smallest set with this much probability, in (0, 1].")] = None,
-    num_samples: Annotated[int, typer.Option("--num-samples", help="Independent samples, decoded as one batch.")] = 1,
-    random_seed: Annotated[Optional[int], typer.Option("--random-seed", help="Random seed for reproducible sampling.")] = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", help="Sample only among the k most likely tokens.")] = None,
+    top_p: Annotated[float | None, typer.Option(
+        "--top-p", help="Sample from the smallest set with this much probability, in (0, 1].")] = None,
+    num_samples: Annotated[int, typer.Option(
+        "--num-samples", help="Independent samples, decoded as one batch.")] = 1,
+    random_seed: Annotated[int | None, typer.Option(
+        "--random-seed", help="Random seed for reproducible sampling.")] = None,
     run_dir: RunOption = None,
     out: OutOption = RUNS_ROOT,
 ) -> None:
     """Generate text that continues --seed with a text-generation run (streams to stdout)."""
-    backend.start()
     from seqapp import sampling
-    from seqapp.tasks import REGISTRY, get_task
 
     sampling.check_options(temperature, top_k, top_p)
     if length < 0 or num_samples < 1:
         raise SeqappError("--length must be >= 0 and --num-samples >= 1")
-    generators = [name for name, cls in REGISTRY.items() if hasattr(cls, "generate")]
-    run = runs.find(run_dir, out, generators)
-    task = get_task(run.task)()
-    warn = functools.partial(typer.echo, err=True)
-    options = dict(length=length, temperature=temperature, top_k=top_k, top_p=top_p, random_seed=random_seed, warn=warn)
+    run = runs.find(run_dir, out, [name for name, cls in REGISTRY.items() if cls.generates])
+    backend.start()
+    options = {"length": length, "temperature": temperature, "top_k": top_k, "top_p": top_p,
+               "random_seed": random_seed}
     texts = [""] * num_samples
-    for pieces in task.generate(run, seed, num_samples=num_samples, **options):
+    for pieces in get_task(run.task)().generate(run, seed, num_samples=num_samples, **options):
         if num_samples == 1:
             sys.stdout.write(pieces[0])
             sys.stdout.flush()
@@ -153,10 +176,8 @@ def evaluate(
     as_json: JsonOption = False,
 ) -> None:
     """Metrics of a run on its held-out data, beside a naive baseline."""
-    backend.start()
-    from seqapp.tasks import get_task
-
     run = runs.find(run_dir, out)
+    backend.start()
     task = get_task(run.task)()
     typer.echo(f"evaluating {run.path}", err=True)
     metrics = task.evaluate(run, task.load_data(run.config))
@@ -168,36 +189,27 @@ def evaluate(
         typer.echo(line)
 
 
-@app.command()
-@handle_errors
 def predict(
-    inputs: Annotated[Optional[list[str]], typer.Argument(help="Inputs (texts, seeds); '-' reads one per line from stdin.")] = None,
-    file: Annotated[Optional[Path], typer.Option("--file", help="Read inputs from this file, one per line.")] = None,
+    inputs: Annotated[list[str] | None, typer.Argument(
+        help="Inputs (texts, seeds); '-' reads one per line from stdin.")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="Read inputs from this file, one per line.")] = None,
     run_dir: RunOption = None,
     out: OutOption = RUNS_ROOT,
-    as_json: JsonOption = False,
-    horizon: Annotated[Optional[int], typer.Option("--horizon", help="Forecast this many steps (time-series runs).")] = None,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG plot of the prediction here.")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the predictions to this file instead of stdout.")] = None,
-    beam: Annotated[Optional[int], typer.Option("--beam", help="Beam width for sequence decoding (1 = greedy).")] = None,
-    attention_plot: Annotated[Optional[Path], typer.Option("--attention-plot", help="Write an attention heat map PNG here.")] = None,
-    random_seed: Annotated[Optional[int], typer.Option("--random-seed", help="Random seed, where prediction samples.")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Write the predictions to this file instead of stdout.")] = None,
+    **task_options: Any,
 ) -> None:
     """Use the latest run (or --run) on new inputs and print the results."""
-    backend.start()
-    from seqapp.tasks import get_task
-
     texts = read_inputs(inputs or [], file)
     run = runs.find(run_dir, out)
     task = get_task(run.task)()
-    given = {"horizon": horizon, "plot": plot, "beam": beam, "attention_plot": attention_plot,
-             "random_seed": random_seed, "json": as_json or None, "output": output}
-    given = {key: value for key, value in given.items() if value is not None}
-    unsupported = sorted(set(given) - task.predict_options - {"output"})
+    given = {key: value for key, value in task_options.items() if value is not None and value is not False}
+    supported = {option.name for option in task.predict_options}
+    unsupported = sorted(set(given) - supported)
     if unsupported:
         option = "--" + unsupported[0].replace("_", "-")
         raise SeqappError(f"{option} does not apply to a {run.task} run; see 'seqapp predict --help'")
-    given.pop("output", None)
+    backend.start()
     lines = task.predict(run, texts, **given)
     if output is not None:
         output.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
@@ -205,6 +217,45 @@ def predict(
         return
     for line in lines:
         typer.echo(line)
+
+
+def task_option_parameters() -> list[inspect.Parameter]:
+    """``seqapp predict`` options declared by the tasks (one per name), as keyword parameters.
+
+    An option several tasks declare is listed once, its help naming the tasks; so the
+    CLI learns a new task's options from the task itself.
+    """
+    declared: dict[str, tuple[Any, list[str]]] = {}
+    for task_name, cls in REGISTRY.items():
+        for option in cls.predict_options:
+            first, users = declared.setdefault(option.name, (option, []))
+            if first.type is not option.type:
+                raise TypeError(f"predict option {option.name!r}: {task_name} and {users[0]} disagree on its type")
+            users.append(task_name)
+    parameters = []
+    for name, (option, users) in declared.items():
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{option.help.rstrip('.')} ({', '.join(users)} runs)."
+        if option.type is bool:
+            annotation = Annotated[bool, typer.Option(flag, help=help_text)]
+            default: Any = False
+        else:
+            annotation = Annotated[option.type | None, typer.Option(flag, help=help_text)]
+            default = None
+        parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                            annotation=annotation))
+    return parameters
+
+
+def with_task_options(command: Callable) -> Callable:
+    """``command`` with its ``**task_options`` replaced by the tasks' declared options."""
+    signature = inspect.signature(command, eval_str=True)
+    fixed = [param for param in signature.parameters.values() if param.kind is not inspect.Parameter.VAR_KEYWORD]
+    command.__signature__ = signature.replace(parameters=fixed + task_option_parameters())
+    return command
+
+
+app.command("predict")(with_task_options(handle_errors(predict)))
 
 
 def read_inputs(inputs: list[str], file: Path | None) -> list[str]:
@@ -227,7 +278,6 @@ def read_inputs(inputs: list[str], file: Path | None) -> list[str]:
 def list_tasks() -> None:
     """List the task templates, one line each (use the name with 'seqapp train')."""
     from seqapp import config
-    from seqapp.tasks import REGISTRY
 
     found = config.templates()
     width = max((len(name) for name in found), default=10)
@@ -242,12 +292,10 @@ def list_tasks() -> None:
 @handle_errors
 def list_runs(
     out: OutOption = RUNS_ROOT,
-    task: Annotated[Optional[str], typer.Option("--task", help="Only runs of this task.")] = None,
+    task: Annotated[str | None, typer.Option("--task", help="Only runs of this task.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """List past runs with their headline metrics, oldest first."""
-    from seqapp.tasks import get_task
-
     if task is not None:
         get_task(task)
     rows = []
@@ -269,3 +317,24 @@ def list_runs(
     for row in rows:
         typer.echo(f"{row['task']:<10} {row['run']:<48} {row['cell']:>9}x{row['units']:<5} "
                    f"{row['epochs'] or '?':>3} ep  {row['headline']}")
+
+
+config_app = typer.Typer(help="Show task templates fully resolved, with every setting explained.",
+                         no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+@handle_errors
+def config_show(
+    template: TemplateArgument,
+    overrides: SetOption = None,
+) -> None:
+    """Print a template resolved, as YAML with each key's help and allowed values.
+
+    Copy it to start a template of your own: seqapp config show TASK > my.yaml
+    """
+    from seqapp import configdoc
+    from seqapp.tasks import load_config
+
+    typer.echo(configdoc.commented_yaml(load_config(template, overrides or [])), nl=False)

@@ -3,14 +3,16 @@
 A template is a YAML mapping with ``task``, an optional ``description`` and three
 sections, ``data``, ``model`` and ``train``. Each section is a dataclass; the task
 chooses the dataclasses for ``data`` and ``model`` (``Task.DataConfig``,
-``Task.ModelConfig``), while ``train`` is shared. Every value is checked against its
-field's type and allowed range, so a mistake is reported with the key, the bad value and
-what is allowed, before any training starts.
+``Task.ModelConfig``), while ``train`` is shared. :func:`build` is handed the task class
+by its caller (``seqapp.tasks.load_config``, the one place that looks tasks up by name).
+Every value is checked against its field's type and allowed range, so a mistake is
+reported with the key, the bad value and what is allowed, before any training starts.
 
-Range and choice limits live beside the field, in its metadata::
+Each field's help text and its range or choices live beside it, in its metadata, so
+they are documented once (``seqapp config show``, the README's settings tables)::
 
-    units: int = field(default=256, metadata=at_least(1))
-    cell: str = field(default="lstm", metadata=one_of("simplernn", "lstm", "gru"))
+    units: int = setting(256, "units per recurrent layer", min=1)
+    cell: str = setting("lstm", "recurrent cell of every layer", choices=("simplernn", "lstm", "gru"))
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,49 +54,35 @@ def setting(default: Any = None, help: str = "", *, factory: Any = None, choices
     return field(default=default, metadata=meta)
 
 
-def one_of(*choices: Any) -> dict:
-    """Field metadata: the value must be one of ``choices``."""
-    return {"choices": choices}
-
-
-def at_least(low: float) -> dict:
-    """Field metadata: the value must be ``>= low``."""
-    return {"min": low}
-
-
-def between(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> dict:
-    """Field metadata: the value must lie between ``low`` and ``high``."""
-    return {"min": low, "max": high, "low_open": low_open, "high_open": high_open}
-
-
 @dataclass
 class ModelConfig:
     """The recurrent stack every task builds (see ``seqapp.layers``)."""
 
-    cell: str = field(default="lstm", metadata=one_of(*CELLS))
-    units: int = field(default=256, metadata=at_least(1))
-    layers: int = field(default=1, metadata=at_least(1))
-    dropout: float = field(default=0.0, metadata=between(0.0, 1.0, high_open=True))
-    bidirectional: bool = False
-    embedding_dim: int = field(default=64, metadata=at_least(1))
+    cell: str = setting("lstm", "recurrent cell of every layer", choices=CELLS)
+    units: int = setting(256, "units per recurrent layer (per direction when bidirectional)", min=1)
+    layers: int = setting(1, "stacked recurrent layers; all but the last return sequences", min=1)
+    dropout: float = setting(0.0, "rate of the Dropout layer after each recurrent layer; 0: none",
+                             min=0.0, max=1.0, high_open=True)
+    bidirectional: bool = setting(False, "read each sequence both ways (Bidirectional wrapper)")
+    embedding_dim: int = setting(64, "size of the token embedding vectors", min=1)
 
 
 @dataclass
 class TrainConfig:
     """Optimiser and training-loop settings shared by all tasks."""
 
-    epochs: int = field(default=10, metadata=at_least(1))
-    batch_size: int = field(default=64, metadata=at_least(1))
-    learning_rate: float = field(default=0.002, metadata=between(0.0, 10.0, low_open=True))
-    # constant, or cosine: decay from learning_rate to 2% of it over all epochs
-    lr_schedule: str = field(default="constant", metadata=one_of("constant", "cosine"))
-    clipnorm: float = field(default=1.0, metadata=at_least(0.0))
-    patience: int = field(default=3, metadata=at_least(0))
-    random_seed: int = field(default=0, metadata=at_least(0))
-    # XLA-compile the training step; null: Keras's choice (off on CPU-only machines). On a
-    # CPU it trains fixed-length LSTM windows about twice as fast, after a few seconds of
-    # compiling; inputs whose length changes from batch to batch recompile, so keep it off there.
-    jit_compile: bool | None = None
+    epochs: int = setting(10, "maximum number of epochs (early stopping may end sooner)", min=1)
+    batch_size: int = setting(64, "examples per training step", min=1)
+    learning_rate: float = setting(0.002, "Adam's learning rate", min=0.0, max=10.0, low_open=True)
+    lr_schedule: str = setting("constant", "constant, or cosine: decay from learning_rate to 2% of it over all epochs",
+                               choices=("constant", "cosine"))
+    clipnorm: float = setting(1.0, "clip each gradient to this norm; 0 turns clipping off", min=0.0)
+    patience: int = setting(3, "early stopping: epochs without a better validation loss; 0 turns it off", min=0)
+    random_seed: int = setting(0, "seed of weights, shuffling and dropout (--random-seed)", min=0)
+    # On a CPU XLA trains fixed-length LSTM windows about twice as fast, after a few seconds
+    # of compiling; inputs whose length changes from batch to batch recompile every time.
+    jit_compile: bool | None = setting(None, "XLA-compile the training step; null: Keras's choice (off on CPUs); "
+                                       "keep it off for inputs of varying length")
 
 
 @dataclass
@@ -120,39 +109,54 @@ class Config:
 SECTIONS = ("data", "model", "train")
 
 
-def read_yaml(path: Path) -> dict:
-    """Read a template file into a mapping, with clear errors for the usual mistakes."""
+def read_yaml(path: Path, what: str = "template") -> dict:
+    """Read a template (or a run's config, ``what``) into a mapping, with clear errors."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SeqappError(f"template {path} does not exist; check the path or run 'seqapp tasks'") from None
+        raise SeqappError(f"{what} {path} does not exist; check the path or run 'seqapp tasks'") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise SeqappError(f"cannot read template {path}: {exc}") from None
+        raise SeqappError(f"cannot read {what} {path}: {exc}") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}" if where else ""
-        raise SeqappError(f"template {path} is not valid YAML{line}; fix the syntax") from None
+        raise SeqappError(f"{what} {path} is not valid YAML{line}; fix the syntax") from None
     if not isinstance(raw, dict):
-        raise SeqappError(f"template {path} must be a YAML mapping with 'task', 'data', 'model' and 'train'")
+        raise SeqappError(f"{what} {path} must be a YAML mapping with 'task', 'data', 'model' and 'train'")
     return raw
 
 
-def build(raw: dict, overrides: list[str] = (), source: str = "template", values: dict | None = None) -> Config:
-    """Turn a template mapping plus overrides into a validated Config.
+def build(raw: dict, task: Any, overrides: Sequence[str] = (), source: str = "template",
+          values: dict | None = None) -> Config:
+    """Turn a template mapping plus overrides into a validated Config for ``task``.
 
+    ``task`` is the task class named by ``raw['task']`` (its ``DataConfig``, ``ModelConfig``
+    and ``validate_config`` are used; see :func:`task_name` and ``seqapp.tasks.load_config``).
     ``overrides`` are ``section.key=value`` strings whose value is parsed as YAML (``--set``);
     ``values`` maps ``section.key`` to already-typed values (``--data``, ``--epochs``).
     """
-    from seqapp.tasks import get_task
-
     raw = {key: (dict(value) if isinstance(value, dict) else value) for key, value in raw.items()}
     for override in overrides:
         apply_override(raw, override)
     for key, value in (values or {}).items():
         section, name = key.split(".")
         raw.setdefault(section, {})[name] = value
+    sections = {"data": task.DataConfig, "model": task.ModelConfig, "train": TrainConfig}
+    built = {}
+    for name, cls in sections.items():
+        section = raw.get(name) or {}
+        if not isinstance(section, dict):
+            raise SeqappError(f"'{name}' in {source} must be a mapping of settings, got {section!r}")
+        built[name] = make_section(cls, section, name)
+    cfg = Config(task=task.name, description=str(raw.get("description") or ""), **built)
+    task.validate_config(cfg)
+    return cfg
+
+
+def task_name(raw: dict, source: str) -> str:
+    """The ``task`` of a template mapping, after checking its top-level keys."""
     unknown = set(raw) - {"task", "description", *SECTIONS}
     if unknown:
         raise SeqappError(
@@ -161,18 +165,7 @@ def build(raw: dict, overrides: list[str] = (), source: str = "template", values
         )
     if "task" not in raw:
         raise SeqappError(f"{source} has no 'task' key; add e.g. 'task: textgen'")
-    task = get_task(str(raw["task"]))
-    sections = {"data": task.DataConfig, "model": task.ModelConfig, "train": TrainConfig}
-    values = {}
-    for name, cls in sections.items():
-        section = raw.get(name) or {}
-        if not isinstance(section, dict):
-            raise SeqappError(f"'{name}' in {source} must be a mapping of settings, got {section!r}")
-        values[name] = make_section(cls, section, name)
-    description = raw.get("description") or ""
-    cfg = Config(task=task.name, description=str(description), **values)
-    task.validate_config(cfg)
-    return cfg
+    return str(raw["task"])
 
 
 def apply_override(raw: dict, override: str) -> None:
@@ -267,11 +260,6 @@ def save(cfg: Config, path: Path) -> None:
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
 
 
-def load_saved(path: Path) -> Config:
-    """Read a run's config.yaml back into a Config."""
-    return build(read_yaml(path), source=str(path))
-
-
 def template_dir() -> Path:
     """The folder of bundled templates (top-level ``tasks/``, shipped as seqapp.templates)."""
     from importlib.resources import files
@@ -302,9 +290,3 @@ def resolve_template(name_or_path: str) -> Path:
         f"unknown task or template '{name_or_path}'; {hint}run 'seqapp tasks' to list them, "
         "or give a path to a .yaml template"
     )
-
-
-def load(name_or_path: str, overrides: list[str] = (), values: dict | None = None) -> Config:
-    """Load a template (bundled name or path) and apply overrides (see :func:`build`)."""
-    path = resolve_template(name_or_path)
-    return build(read_yaml(path), overrides, source=f"template {path.name}", values=values)

@@ -8,7 +8,8 @@ Dropout is a separate ``Dropout`` layer after each recurrent layer (not the cell
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import keras
@@ -30,7 +31,7 @@ def recurrent_stack(
     return_sequences: bool = False,
     return_state: bool = False,
     name: str = "rnn",
-) -> list["keras.layers.Layer"]:
+) -> list[keras.layers.Layer]:
     """Layers for ``layers`` stacked recurrent layers of ``cell`` with ``units`` each.
 
     All layers but the last return sequences (the next layer needs them); the last one
@@ -63,7 +64,8 @@ def is_recurrent(layer: Any) -> bool:
     return isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional))
 
 
-def apply_stack(stack: Sequence[Any], x: Any, initial_states: Sequence[Sequence[Any]] | None = None) -> tuple[Any, list]:
+def apply_stack(stack: Sequence[Any], x: Any,
+                initial_states: Sequence[Sequence[Any]] | None = None) -> tuple[Any, list]:
     """Call ``stack`` on ``x``; return the output and each recurrent layer's final states.
 
     ``initial_states`` holds one list of state tensors per recurrent layer; the states are
@@ -79,3 +81,29 @@ def apply_stack(stack: Sequence[Any], x: Any, initial_states: Sequence[Sequence[
         else:
             x = layer(x)
     return x, states
+
+
+def flatten(nested: Sequence[Sequence[Any]]) -> list:
+    """One flat list from a list of lists (recurrent states per layer)."""
+    return [item for inner in nested for item in inner]
+
+
+def stateful_step(stack: Sequence[Any], x: Any, cell: str, units: int, layers: int) -> tuple[Any, list, list]:
+    """Wire ``stack`` for step-by-step use: new state inputs in, final states out.
+
+    Returns the stack's output, the flat list of ``keras.Input`` state tensors (per layer:
+    h, or h and c for LSTM) and the flat list of new states, in the same order. Every
+    single-step model (generation, forecasting, the translation decoder) is built with
+    this, so a :class:`seqapp.sampling.StepFunction` can drive any of them.
+    """
+    inputs = state_inputs(cell, units, layers)
+    x, states = apply_stack(stack, x, inputs)
+    return x, flatten(inputs), flatten(states)
+
+
+def state_inputs(cell: str, units: int, layers: int) -> list[list[Any]]:
+    """``keras.Input`` tensors for the recurrent states of each of ``layers`` layers."""
+    import keras
+
+    return [[keras.Input((units,), name=f"state_{layer}_{i}") for i in range(state_size(cell))]
+            for layer in range(layers)]

@@ -13,14 +13,15 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
-from seqapp import config as config_mod
 from seqapp.config import Config
 from seqapp.errors import SeqappError
+from seqapp.tasks import load_saved_config
 
 REQUIRED = ("model.keras", "preprocessing.json", "config.yaml")
 
@@ -43,8 +44,6 @@ class Run:
         """The trained Keras model, loaded with ``safe_mode=True`` the first time."""
         if self._model is None:
             import keras
-
-            import seqapp.tasks  # noqa: F401  (task modules register their custom layers)
 
             self._model = keras.saving.load_model(self.path / "model.keras", safe_mode=True)
         return self._model
@@ -107,7 +106,7 @@ def load(path: Path) -> Run:
     missing = [name for name in REQUIRED if not (path / name).exists()]
     if missing:
         raise SeqappError(f"{path} is not a seqapp run (no {missing[0]}); list runs with 'seqapp runs'")
-    cfg = config_mod.load_saved(path / "config.yaml")
+    cfg = load_saved_config(path / "config.yaml")
     prep = json.loads((path / "preprocessing.json").read_text(encoding="utf-8"))
     return Run(path=path, config=cfg, preprocessing=prep)
 

@@ -10,7 +10,8 @@ generation reproducible.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -76,22 +77,32 @@ def sample(logits: Any, seed: Any, temperature: float = 1.0, top_k: int | None =
 class StepFunction:
     """A step model (inputs: ``[x, *states]``; outputs: ``[y, *new states]``), compiled.
 
+    The state sizes are read from the step model's state inputs.
     Calling it feeds ``x`` (``[batch, steps, ...]``: token ids by default, or any
     ``input_spec`` such as float values with a feature axis) and returns the last output
     and the new states. The call is traced once with a shape-polymorphic signature, so a
     seed or history (many steps) and later single steps reuse the same graph.
     """
 
-    def __init__(self, step_model: Any, state_shapes: Sequence[int], input_spec: Any = None) -> None:
+    def __init__(self, step_model: Any, input_spec: Any = None) -> None:
         import tensorflow as tf
 
         input_spec = input_spec or tf.TensorSpec([None, None], tf.int32)
         self.step_model = step_model
-        self.state_shapes = list(state_shapes)
+        self.state_shapes = [int(state.shape[-1]) for state in step_model.inputs[1:]]
         self.dtype = input_spec.dtype.as_numpy_dtype
         signature = [input_spec] + [tf.TensorSpec([None, size], tf.float32) for size in self.state_shapes]
         self._call = tf.function(lambda x, *states: step_model([x, *states], training=False),
                                  input_signature=signature, autograph=False)
+
+    @classmethod
+    def sharing_weights(cls, step_model: Any, trained_model: Any, input_spec: Any = None) -> StepFunction:
+        """A StepFunction over ``step_model`` after copying ``trained_model``'s weights into it.
+
+        The two must create the same layers in the same order (see ``layers.stateful_step``).
+        """
+        step_model.set_weights(trained_model.get_weights())
+        return cls(step_model, input_spec)
 
     def zero_states(self, batch: int) -> list[np.ndarray]:
         """All-zero initial states for ``batch`` sequences."""

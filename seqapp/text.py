@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -73,7 +73,7 @@ class Tokenizer:
         text = self.standardize(text)
         return list(text) if self.level == "char" else WORD_PATTERN.findall(text)
 
-    def fit(self, texts: Iterable[str], max_size: int | None = None, min_count: int = 1) -> "Tokenizer":
+    def fit(self, texts: Iterable[str], max_size: int | None = None, min_count: int = 1) -> Tokenizer:
         """Build the vocabulary from ``texts``: most frequent first, ties alphabetical.
 
         ``max_size`` caps the vocabulary including the four special tokens.
@@ -148,7 +148,7 @@ class Tokenizer:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Tokenizer":
+    def from_dict(cls, data: dict) -> Tokenizer:
         """Rebuild a tokenizer saved with :meth:`to_dict`."""
         tok = cls(data["level"], lower=data.get("lower", False), strip_punctuation=data.get("strip_punctuation", False))
         tok.vocab = list(data["vocab"])

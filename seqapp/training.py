@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import csv
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
-
-import numpy as np
+from typing import Any
 
 from seqapp import config as config_mod
 from seqapp import runs
 from seqapp.config import Config, TrainConfig
+from seqapp.plots import plot_history
 from seqapp.runs import Run
+from seqapp.tasks import get_task
+from seqapp.tasks.base import Splits, Task
 
 
 def set_seed(seed: int) -> None:
@@ -81,24 +84,45 @@ def fit(model: Any, train_ds: Any, val_ds: Any, cfg: TrainConfig, folder: Path, 
     return history.history
 
 
-def train(cfg: Config, out: Path, name: str | None = None, verbose: int | None = None,
-          log: Callable[[str], None] = print) -> Run:
-    """Train a run for ``cfg`` and save it under ``out``; return the published Run."""
-    from seqapp.tasks import get_task
+@dataclass
+class Prepared:
+    """Everything a training run needs before ``fit``: the task, its data and its model."""
 
+    task: Task
+    splits: Splits
+    preprocessing: dict
+    model: Any
+    train_ds: Any
+    val_ds: Any
+
+
+def prepare(cfg: Config) -> Prepared:
+    """Seed, read and split the data, fit the preprocessing, build the model and pipelines.
+
+    The first half of :func:`train`; benchmarks and tests that time or inspect training
+    call it instead of repeating the steps.
+    """
     task = get_task(cfg.task)()
     set_seed(cfg.train.random_seed)
     splits = task.load_data(cfg)
     prep = task.fit_preprocessing(cfg, splits)
     model = task.build_model(cfg, prep)
     train_ds, val_ds = task.datasets(cfg, prep, splits)
+    return Prepared(task, splits, prep, model, train_ds, val_ds)
+
+
+def train(cfg: Config, out: Path, name: str | None = None, verbose: int | None = None,
+          log: Callable[[str], None] = print) -> Run:
+    """Train a run for ``cfg`` and save it under ``out``; return the published Run."""
+    ready = prepare(cfg)
+    task, splits, model = ready.task, ready.splits, ready.model
     log(f"training {cfg.task}: {model.count_params():,} parameters, up to {cfg.train.epochs} epochs")
     with runs.create(out, cfg.task, name) as draft:
-        history = fit(model, train_ds, val_ds, cfg.train, draft.path, verbose)
+        history = fit(model, ready.train_ds, ready.val_ds, cfg.train, draft.path, verbose)
         save_model(model, draft.path / "model.keras")
-        runs.write_json(draft.path / "preprocessing.json", prep)
+        runs.write_json(draft.path / "preprocessing.json", ready.preprocessing)
         config_mod.save(cfg, draft.path / "config.yaml")
-        run = Run(path=draft.path, config=cfg, preprocessing=prep, _model=model)
+        run = Run(path=draft.path, config=cfg, preprocessing=ready.preprocessing, _model=model)
         metrics = task.evaluate(run, splits)
         metrics["epochs_trained"] = len(next(iter(history.values()), []))
         runs.write_json(draft.path / "metrics.json", metrics)
@@ -129,28 +153,6 @@ def write_plots(task: Any, run: Run, splits: Any, history: dict, folder: Path) -
     folder.mkdir(exist_ok=True)
     plot_history(history, folder / "learning_curves.png")
     task.plots(run, splits, folder)
-
-
-def plot_history(history: dict, path: Path) -> None:
-    """Plot each training metric with its validation twin."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [key for key in history if not key.startswith("val_") and key != "learning_rate"]
-    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.5), squeeze=False)
-    for ax, key in zip(axes[0], names):
-        epochs = np.arange(1, len(history[key]) + 1)
-        ax.plot(epochs, history[key], marker="o", label=f"train {key}")
-        if f"val_{key}" in history:
-            ax.plot(epochs, history[f"val_{key}"], marker="o", label=f"val {key}")
-        ax.set_xlabel("epoch")
-        ax.set_title(key)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def read_history(path: Path) -> list[dict]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from seqapp import config, runs
-from seqapp.tasks import REGISTRY
+from seqapp.tasks import REGISTRY, load_config
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
@@ -18,7 +18,7 @@ def test_task_trains_saves_reloads_and_predicts_the_same(name, tmp_path):
 
     task = REGISTRY[name]()
     assert task.tiny, f"{name} has no 'tiny' settings for the shared test"
-    cfg = config.load(name, task.tiny.get("set", []), {"train.epochs": 1})
+    cfg = load_config(name, task.tiny.get("set", []), {"train.epochs": 1})
     run = train(cfg, tmp_path, verbose=0, log=lambda _: None)
     options = task.tiny.get("options", {})
     before = list(task.predict(run, task.tiny.get("inputs", []), **options))
@@ -35,4 +35,4 @@ def test_task_trains_saves_reloads_and_predicts_the_same(name, tmp_path):
 def test_task_has_a_default_template_and_summary(name):
     assert name in config.templates()
     assert REGISTRY[name].summary
-    assert config.load(name).task == name
+    assert load_config(name).task == name

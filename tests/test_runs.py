@@ -8,11 +8,12 @@ import pytest
 
 from seqapp import config, runs
 from seqapp.errors import SeqappError
+from seqapp.tasks import load_config
 
 
 def fake_run(out, template: str, stamp_ns: int):
     """A run folder with the files ``runs.load`` needs (the model file is a placeholder)."""
-    cfg = config.load(template)
+    cfg = load_config(template)
     with runs.create(out, cfg.task) as draft:
         config.save(cfg, draft.path / "config.yaml")
         runs.write_json(draft.path / "preprocessing.json", {})
@@ -42,8 +43,7 @@ def test_find_checks_the_task_of_a_named_run(tmp_path):
 
 def test_a_failed_draft_leaves_nothing_behind(tmp_path):
     kept = fake_run(tmp_path, "textgen", 1_000)
-    with pytest.raises(RuntimeError):
-        with runs.create(tmp_path, "textgen") as draft:
-            (draft.path / "model.keras").write_bytes(b"half")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), runs.create(tmp_path, "textgen") as draft:
+        (draft.path / "model.keras").write_bytes(b"half")
+        raise RuntimeError("killed")
     assert sorted(p.name for p in (tmp_path / "textgen").iterdir()) == [kept.name]

@@ -11,6 +11,7 @@ import pytest
 from seqapp import config, runs
 from seqapp.errors import SeqappError
 from seqapp.metrics import classification_metrics
+from seqapp.tasks import load_config
 from seqapp.tasks.sentiment import Sentiment, classifier, encode_texts
 from seqapp.text import Tokenizer
 
@@ -33,7 +34,7 @@ def labelled(positive: str = "1", negative: str = "0", repeat: int = 3) -> list[
 
 def load(path: Path | str | None = None, *overrides: str):
     values = {"data.path": str(path)} if path is not None else {}
-    cfg = config.load("sentiment", list(overrides), values)
+    cfg = load_config("sentiment", list(overrides), values)
     return cfg, Sentiment().load_data(cfg)
 
 

@@ -10,12 +10,11 @@ import pytest
 
 from seqapp import config
 from seqapp.errors import SeqappError
-from seqapp.tasks.regression import (
-    Sine,
-    SineData,
+from seqapp.tasks import load_config
+from seqapp.tasks.regression import Sine, SineDataConfig, forecast
+from seqapp.tasks.series_data import (
     detect_period,
     error_figures,
-    forecast,
     from_model,
     model_values,
     read_csv_series,
@@ -46,12 +45,12 @@ def seasonal_csv(tmp_path: Path, n: int = 240, period: int = 12) -> Path:
 
 
 def tiny_config(*extra: str, template: str = "sine", values: dict | None = None) -> config.Config:
-    return config.load(template, [*TINY, "train.epochs=1", *extra], values)
+    return load_config(template, [*TINY, "train.epochs=1", *extra], values)
 
 
 # -- synthetic data ---------------------------------------------------------------------------
 def test_synthetic_series_shapes_and_statistics():
-    data = SineData(count=30, length=400, frequency=[0.02, 0.05], amplitude=[0.5, 2.0], noise_sd=0.3)
+    data = SineDataConfig(count=30, length=400, frequency=[0.02, 0.05], amplitude=[0.5, 2.0], noise_sd=0.3)
     noisy, clean = synthetic_series(data, data.count, seed=1)
     assert len(noisy) == len(clean) == 30
     assert all(series.shape == (400,) for series in noisy)
@@ -70,7 +69,7 @@ def test_synthetic_series_shapes_and_statistics():
 
 
 def test_windows_pair_each_input_with_its_own_next_values():
-    cfg = config.load("sine", ["data.count=2", "data.length=300", "data.window=20", "data.horizon=3"])
+    cfg = load_config("sine", ["data.count=2", "data.length=300", "data.window=20", "data.horizon=3"])
     task = Sine()
     splits = task.load_data(cfg)
     prep = task.fit_preprocessing(cfg, splits)
@@ -83,7 +82,7 @@ def test_windows_pair_each_input_with_its_own_next_values():
 
 
 def test_differencing_reads_steps_and_adds_them_back(tmp_path):
-    cfg = config.load("sine", ["data.window=10", "data.difference=true"], {"data.path": str(seasonal_csv(tmp_path))})
+    cfg = load_config("sine", ["data.window=10", "data.difference=true"], {"data.path": str(seasonal_csv(tmp_path))})
     task = Sine()
     splits = task.load_data(cfg)
     prep = task.fit_preprocessing(cfg, splits)
@@ -100,7 +99,7 @@ def test_differencing_reads_steps_and_adds_them_back(tmp_path):
 # -- chronological splits, no leakage ---------------------------------------------------------
 def test_splits_are_chronological_and_nothing_leaks(tmp_path):
     path = seasonal_csv(tmp_path, n=200)
-    cfg = config.load("sine", ["data.window=10", "data.horizon=2"], {"data.path": str(path)})
+    cfg = load_config("sine", ["data.window=10", "data.horizon=2"], {"data.path": str(path)})
     task = Sine()
     splits = task.load_data(cfg)
     (train,), (val,), (test,) = splits.train, splits.val, splits.test
@@ -122,7 +121,7 @@ def test_splits_are_chronological_and_nothing_leaks(tmp_path):
 
 def test_normalisation_uses_train_statistics(tmp_path):
     path = seasonal_csv(tmp_path, n=200)
-    cfg = config.load("sine", ["data.window=10"], {"data.path": str(path)})
+    cfg = load_config("sine", ["data.window=10"], {"data.path": str(path)})
     task = Sine()
     splits = task.load_data(cfg)
     prep = task.fit_preprocessing(cfg, splits)
@@ -172,7 +171,7 @@ def test_missing_file_and_too_few_rows_for_one_window(tmp_path):
     with pytest.raises(SeqappError, match="does not exist"):
         read_csv_series(tmp_path / "nope.csv", None, None)
     path = seasonal_csv(tmp_path, n=40)
-    cfg = config.load("sine", ["data.window=50"], {"data.path": str(path)})
+    cfg = load_config("sine", ["data.window=50"], {"data.path": str(path)})
     with pytest.raises(SeqappError) as info:
         Sine().load_data(cfg)
     assert "40 values" in str(info.value) and "data.window=50" in str(info.value)
@@ -190,7 +189,7 @@ def test_missing_file_and_too_few_rows_for_one_window(tmp_path):
 )
 def test_bad_settings_are_refused(override, words):
     with pytest.raises(SeqappError) as info:
-        config.load("sine", override)
+        load_config("sine", override)
     for word in words:
         assert word in str(info.value)
 
@@ -217,7 +216,7 @@ def test_error_figures():
 
 
 def test_last_value_baseline_targets(tmp_path):
-    cfg = config.load("sine", ["data.window=10", "data.period=12"], {"data.path": str(seasonal_csv(tmp_path))})
+    cfg = load_config("sine", ["data.window=10", "data.period=12"], {"data.path": str(seasonal_csv(tmp_path))})
     task = Sine()
     splits = task.load_data(cfg)
     prep = task.fit_preprocessing(cfg, splits)
@@ -318,7 +317,7 @@ def test_csv_run_end_to_end_with_multi_step_targets(cli, tmp_path):
 def test_classic_templates(template, layer_class, units, dropout, tmp_path):
     from seqapp.training import train
 
-    cfg = config.load(template)
+    cfg = load_config(template)
     model = Sine().build_model(cfg, {"horizon": 1, "target": cfg.data.target})
     recurrent = [layer for layer in model.layers if type(layer).__name__ == layer_class]
     assert len(recurrent) == 1 and recurrent[0].units == units
@@ -327,7 +326,7 @@ def test_classic_templates(template, layer_class, units, dropout, tmp_path):
         assert recurrent[0].return_sequences and recurrent[0].activation.__name__ == "tanh"
     rates = [layer.rate for layer in model.layers if type(layer).__name__ == "Dropout"]
     assert rates == ([dropout] if dropout else [])
-    run = train(config.load(template, ["data.count=3", "data.length=150", "data.window=12", "train.epochs=1"]),
+    run = train(load_config(template, ["data.count=3", "data.length=150", "data.window=12", "train.epochs=1"]),
                 tmp_path, verbose=0, log=lambda message: None)
     assert run.metrics["test"]["mse"] > 0
     assert len(list(Sine().predict(run, [], horizon=4))) == 5
@@ -338,7 +337,7 @@ def test_classic_templates(template, layer_class, units, dropout, tmp_path):
 def test_default_template_reaches_the_noise_floor(tmp_path):
     from seqapp.training import train
 
-    run = train(config.load("sine"), tmp_path, verbose=0, log=lambda message: None)
+    run = train(load_config("sine"), tmp_path, verbose=0, log=lambda message: None)
     assert run.metrics["test"]["mse"] <= 1.1 * run.metrics["noise_floor"]["mse"]
 
 
@@ -347,7 +346,7 @@ def test_daily_temperatures_beat_both_naive_baselines(shared_data, tmp_path):
     from seqapp.training import train
 
     path = shared_data / "timeseries" / "daily-min-temperatures.csv"
-    run = train(config.load("series-lstm", ["data.column=Temp"], {"data.path": str(path)}), tmp_path,
+    run = train(load_config("series-lstm", ["data.column=Temp"], {"data.path": str(path)}), tmp_path,
                 verbose=0, log=lambda message: None)
     metrics = run.metrics
     assert metrics["seasonal_period"] in range(355, 376)
@@ -361,7 +360,7 @@ def test_air_passengers_trains_and_reports(shared_data, tmp_path):
 
     path = shared_data / "timeseries" / "AirPassengers.csv"
     for difference in ("false", "true"):
-        cfg = config.load("series-lstm", ["data.window=12", f"data.difference={difference}"], {"data.path": str(path)})
+        cfg = load_config("series-lstm", ["data.window=12", f"data.difference={difference}"], {"data.path": str(path)})
         metrics = train(cfg, tmp_path, verbose=0, log=lambda message: None).metrics
         assert metrics["seasonal_period"] == 12 and metrics["points"]["test"] == 22
         assert {"test", "baseline_last_value", "baseline_seasonal"} <= set(metrics)

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seqapp import config
 from seqapp.errors import SeqappError
 from seqapp.runs import Run
+from seqapp.tasks import load_config
 from seqapp.tasks.translate import (
     Translate,
     bleu_chrf,
@@ -75,12 +75,12 @@ def test_split_keeps_every_translation_of_a_source_together():
 def test_split_is_seeded_and_limits_apply(tmp_path):
     lines = [f"sentence number {i} .\tphrase {i} ." for i in range(40)] + ["a b c d e f g h\tx"]
     path = write_tsv(tmp_path, lines)
-    cfg = config.load("translate", ["data.max_len=5", "data.split_seed=3"], {"data.path": str(path)})
+    cfg = load_config("translate", ["data.max_len=5", "data.split_seed=3"], {"data.path": str(path)})
     first, second = Translate().load_data(cfg), Translate().load_data(cfg)
     assert first == second
     every = first.train + first.val + first.test
     assert len(every) == 40 and all("a b c" not in source for source, _ in every)  # 8 tokens > max_len
-    other = Translate().load_data(config.load("translate", ["data.split_seed=4"], {"data.path": str(path)}))
+    other = Translate().load_data(load_config("translate", ["data.split_seed=4"], {"data.path": str(path)}))
     assert [s for s, _ in other.test] != [s for s, _ in first.test]
     assert limit_pairs([("a", ["1", "2"]), ("b", ["3"]), ("c", ["4", "5"])], 4) == [("a", ["1", "2"]), ("b", ["3"])]
     with pytest.raises(SeqappError, match="max_len"):
@@ -193,7 +193,7 @@ def small_run(tmp_path: Path, *overrides: str) -> Run:
     import keras
 
     keras.utils.set_random_seed(1)
-    cfg = config.load("translate", ["model.units=8", "model.embedding_dim=6", *overrides])
+    cfg = load_config("translate", ["model.units=8", "model.embedding_dim=6", *overrides])
     task = Translate()
     splits = split_groups(group_by_source(PAIRS), 0.0, 0.0)
     prep = task.fit_preprocessing(cfg, splits)

@@ -8,7 +8,11 @@ Task modules import TensorFlow lazily, so importing this registry is cheap.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
+from pathlib import Path
 
+from seqapp import config
+from seqapp.config import Config
 from seqapp.errors import SeqappError
 from seqapp.tasks.base import Task
 from seqapp.tasks.regression import Sine
@@ -31,3 +35,26 @@ def get_task(name: str) -> type[Task]:
     close = difflib.get_close_matches(name, list(REGISTRY), n=3)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise SeqappError(f"unknown task '{name}'; {hint}known tasks: {', '.join(REGISTRY)}")
+
+
+def load_config(name_or_path: str, overrides: Sequence[str] = (), values: dict | None = None,
+                data_file: Path | None = None) -> Config:
+    """A template (bundled name or file path) resolved into a validated Config.
+
+    ``overrides`` are ``--set section.key=value`` strings, ``values`` already-typed
+    ``section.key`` values; ``data_file`` (``--data``) becomes the task's training data
+    the way the task says (:meth:`Task.data_values`).
+    """
+    path = config.resolve_template(name_or_path)
+    source = f"template {path.name}"
+    raw = config.read_yaml(path)
+    task = get_task(config.task_name(raw, source))
+    values = {**(values or {}), **(task.data_values(data_file) if data_file is not None else {})}
+    return config.build(raw, task, overrides, source=source, values=values)
+
+
+def load_saved_config(path: Path) -> Config:
+    """A run's saved ``config.yaml`` read back into a Config (errors name the file)."""
+    source = f"run config {path}"
+    raw = config.read_yaml(path, what="run config")
+    return config.build(raw, get_task(config.task_name(raw, source)), source=source)

@@ -1,14 +1,20 @@
 """The small protocol every task implements.
 
-The CLI and the training loop only ever talk to a task through these methods, so they
-never branch on a task's name. Methods that need Keras import it themselves, which keeps
-``seqapp --help`` and ``seqapp tasks`` free of TensorFlow.
+The CLI and the training loop only ever talk to a task through these methods and class
+attributes, so they never branch on a task's name: what a task can do (``generates``,
+``predict_options``, how ``--data`` reaches it) is declared here, not discovered. Tasks
+never print: warnings go to the ``seqapp`` logger (:data:`log`), which the CLI shows as
+``warning: ...`` lines on stderr. Methods that need Keras import it themselves, which
+keeps ``seqapp --help`` and ``seqapp tasks`` free of TensorFlow.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from seqapp.config import Config, ModelConfig
 
@@ -17,6 +23,8 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
     from seqapp.runs import Run
+
+log = logging.getLogger("seqapp")
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,10 @@ class PredictOption:
     name: str
     type: type
     help: str
+
+
+JSON_OUTPUT = PredictOption("json", bool, "Print one JSON object per line.")
+RANDOM_SEED = PredictOption("random_seed", int, "Random seed, where prediction samples.")
 
 
 @dataclass
@@ -61,6 +73,11 @@ class Task:
     def validate_config(cls, cfg: Config) -> None:
         """Reject settings that are valid one by one but not together (SeqappError)."""
 
+    @classmethod
+    def data_values(cls, path: Path) -> dict:
+        """The config values that make ``--data PATH`` the training data (``section.key`` keys)."""
+        return {"data.path": str(Path(path).resolve())}
+
     def load_data(self, cfg: Config) -> Splits:
         """Read the data named in ``cfg.data`` and split it into train / val / test."""
         raise NotImplementedError
@@ -69,21 +86,26 @@ class Task:
         """Fit vocabularies or normalisation on the training split; JSON-ready."""
         raise NotImplementedError
 
-    def build_model(self, cfg: Config, prep: dict) -> "keras.Model":
+    def build_model(self, cfg: Config, prep: dict) -> keras.Model:
         """Build and compile the Keras model for ``cfg``."""
         raise NotImplementedError
 
-    def datasets(self, cfg: Config, prep: dict, splits: Splits) -> tuple["tf.data.Dataset", "tf.data.Dataset | None"]:
+    def datasets(self, cfg: Config, prep: dict, splits: Splits) -> tuple[tf.data.Dataset, tf.data.Dataset | None]:
         """The training and validation ``tf.data`` pipelines (validation may be None)."""
         raise NotImplementedError
 
-    def evaluate(self, run: "Run", splits: Splits) -> dict:
+    def evaluate(self, run: Run, splits: Splits) -> dict:
         """Metrics on the held-out split, with a naive baseline beside them."""
         raise NotImplementedError
 
-    def predict(self, run: "Run", inputs: list[str], **opts: Any) -> Iterable[str]:
+    def predict(self, run: Run, inputs: list[str], **opts: Any) -> Iterable[str]:
         """Lines of output for ``seqapp predict``."""
         raise NotImplementedError
+
+    def generate(self, run: Run, seed: str, **opts: Any) -> Iterator[list[str]]:
+        """Stream text for ``seqapp generate`` (tasks with ``generates = True``): the seed
+        first, then per step the text each sample adds."""
+        raise NotImplementedError(f"{self.name} does not generate text")
 
     def headline(self, metrics: dict) -> str:
         """One short phrase summing up a run's metrics, for ``seqapp runs``."""
@@ -93,7 +115,7 @@ class Task:
         """Human-readable lines for ``seqapp evaluate``."""
         return format_nested(metrics)
 
-    def plots(self, run: "Run", splits: Splits, folder: "Any") -> None:
+    def plots(self, run: Run, splits: Splits, folder: Any) -> None:
         """Write task-specific plots into ``folder`` (learning curves are written for all)."""
 
 

@@ -7,65 +7,78 @@ is the next ``horizon`` values (``target: next``) or, at every position of the w
 the value after it (``target: sequence``). Normalisation statistics come from the
 training part only. Forecasting feeds each prediction back one step at a time while the
 recurrent state is carried, so the window is never re-run.
+
+This module holds the task, its model, forecasting and its plots; reading, splitting,
+windowing and the naive baselines live in :mod:`seqapp.tasks.series_data`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 
-from seqapp import datafiles
-from seqapp.config import Config, at_least, between, one_of
+from seqapp.config import Config, setting
 from seqapp.errors import SeqappError
-from seqapp.layers import apply_stack, recurrent_stack, state_size
+from seqapp.layers import apply_stack, recurrent_stack, stateful_step
+from seqapp.plots import pyplot, save_figure
 from seqapp.sampling import StepFunction
-from seqapp.tasks.base import Splits, Task
+from seqapp.tasks.base import JSON_OUTPUT, RANDOM_SEED, PredictOption, Task
+from seqapp.tasks.series_data import (
+    SeriesSplits,
+    describe_periods,
+    detect_period,
+    error_figures,
+    from_model,
+    model_values,
+    read_csv_series,
+    split_ranges,
+    split_targets,
+    split_windows,
+    synthetic_series,
+    window_starts,
+)
 
 DEFAULT_HORIZON = 20  # forecast steps when --horizon is not given
-MISSING = {"", "na", "nan", "n/a", "null", "none", "?", "-"}
 
 
 @dataclass
-class SineData:
+class SineDataConfig:
     """Where the series comes from (synthetic sines or a CSV file) and how it is windowed."""
 
-    path: str | None = None  # CSV file with a header row; None = synthetic sine waves
-    column: str | None = None  # value column of the CSV; None = the last numeric column
-    date_column: str | None = None  # kept for plots; None = the first non-numeric column, if any
-    window: int = field(default=50, metadata=at_least(1))
-    horizon: int = field(default=1, metadata=at_least(1))
-    target: str = field(default="next", metadata=one_of("next", "sequence"))
-    stride: int = field(default=1, metadata=at_least(1))
-    difference: bool = False  # model the change from one step to the next (series with a trend)
-    period: int | None = field(default=None, metadata=at_least(2))  # None: detect by autocorrelation
-    val_fraction: float = field(default=0.15, metadata=between(0.0, 0.5, high_open=True))
-    test_fraction: float = field(default=0.15, metadata=between(0.0, 0.5, low_open=True, high_open=True))
-    # synthetic data only
-    count: int = field(default=40, metadata=at_least(1))
-    length: int = field(default=1000, metadata=at_least(2))
-    frequency: list[float] = field(default_factory=lambda: [0.02, 0.05],  # cycles per step, below 0.5
-                                   metadata=between(0.0, 0.5, low_open=True, high_open=True))
-    amplitude: list[float] = field(default_factory=lambda: [1.0, 1.0], metadata=at_least(0.0))
-    phase: float | None = None  # radians; None = a random phase per series
-    noise_sd: float = field(default=0.1, metadata=at_least(0.0))
-    random_seed: int = field(default=0, metadata=at_least(0))
-
-
-@dataclass
-class SeriesSplits(Splits):
-    """``train`` / ``val`` / ``test`` hold one ``(begin, end)`` index range per series."""
-
-    series: list[np.ndarray] = field(default_factory=list)
-    clean: list[np.ndarray] | None = None  # the noise-free waves (synthetic data only)
-    dates: list[str] | None = None  # one label per point of series 0 (CSV data only)
-    name: str = ""  # what the values are: the CSV column, or "sine"
+    path: str | None = setting(None, "CSV file with a header row and one row per time step; null: synthetic sine waves")
+    column: str | None = setting(None, "the CSV column to forecast; null: the last numeric column")
+    date_column: str | None = setting(None, "the CSV column of time labels, for plots; "
+                                            "null: the first non-numeric column, if any")
+    window: int = setting(50, "past values the model reads for one forecast", min=1)
+    horizon: int = setting(1, "values forecast from each window (target: next)", min=1)
+    target: str = setting("next", "next: the horizon values after the window; sequence: at every position "
+                                  "of the window, the value after it", choices=("next", "sequence"))
+    stride: int = setting(1, "steps between the starts of consecutive training windows", min=1)
+    difference: bool = setting(False, "model the change from one step to the next (for a series with a trend)")
+    period: int | None = setting(None, "seasonal period in steps, for the seasonal baseline; "
+                                       "null: detected by autocorrelation", min=2)
+    val_fraction: float = setting(0.15, "share of each series, after the training part, used for validation",
+                                  min=0.0, max=0.5, high_open=True)
+    test_fraction: float = setting(0.15, "share at the end of each series held out for testing",
+                                   min=0.0, max=0.5, low_open=True, high_open=True)
+    count: int = setting(40, "synthetic data: number of series", min=1)
+    length: int = setting(1000, "synthetic data: values per series", min=2)
+    frequency: list[float] = setting(help="synthetic data: [low, high] range of each wave's frequency, "
+                                          "in cycles per step (below 0.5)",
+                                     factory=lambda: [0.02, 0.05], min=0.0, max=0.5, low_open=True, high_open=True)
+    amplitude: list[float] = setting(help="synthetic data: [low, high] range of each wave's amplitude",
+                                     factory=lambda: [1.0, 1.0], min=0.0)
+    phase: float | None = setting(None, "synthetic data: phase of every wave, in radians; "
+                                        "null: a random phase per series")
+    noise_sd: float = setting(0.1, "synthetic data: standard deviation of the Gaussian noise added to each value",
+                              min=0.0)
+    random_seed: int = setting(0, "synthetic data: seed that draws the waves and their noise", min=0)
 
 
 class Sine(Task):
@@ -73,8 +86,13 @@ class Sine(Task):
 
     name: ClassVar[str] = "sine"
     summary: ClassVar[str] = "forecast noisy sine waves or a numeric CSV column (time-series regression)"
-    DataConfig: ClassVar[type] = SineData
-    predict_options: ClassVar[frozenset[str]] = frozenset({"horizon", "plot", "random_seed", "json"})
+    DataConfig: ClassVar[type] = SineDataConfig
+    predict_options: ClassVar[tuple[PredictOption, ...]] = (
+        PredictOption("horizon", int, f"Forecast this many steps (default {DEFAULT_HORIZON})."),
+        PredictOption("plot", Path, "Write a PNG plot of the history and the forecast here."),
+        RANDOM_SEED,
+        JSON_OUTPUT,
+    )
     tiny: ClassVar[dict] = {
         "set": ["data.count=4", "data.length=120", "data.window=10", "model.units=8", "train.batch_size=32"],
         "inputs": [],
@@ -237,292 +255,6 @@ class Sine(Task):
             yield f"{step},{value:.6g}"
 
 
-# -- synthetic data -----------------------------------------------------------------------
-def synthetic_series(data: SineData, count: int, seed: int,
-                     extra: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """``count`` noisy sine waves of ``data.length`` points and their noise-free versions.
-
-    Each series has its own frequency (cycles per step), amplitude and phase drawn from
-    the ranges in ``data``. ``extra`` points more of the clean wave are appended, for
-    showing the truth after the series ends; the noisy values never include them.
-    """
-    rng = np.random.default_rng([seed, 0])
-    frequencies = rng.uniform(*data.frequency, size=count)
-    amplitudes = rng.uniform(*data.amplitude, size=count)
-    phases = rng.uniform(0, 2 * np.pi, size=count) if data.phase is None else np.full(count, data.phase)
-    t = np.arange(data.length + extra)
-    clean = [a * np.sin(2 * np.pi * f * t + p) for f, a, p in zip(frequencies, amplitudes, phases)]
-    noisy = [wave[:data.length] + np.random.default_rng([seed, 1, i]).normal(0, data.noise_sd, data.length)
-             for i, wave in enumerate(clean)]
-    return noisy, clean
-
-
-# -- CSV data -----------------------------------------------------------------------------
-def read_csv_series(path: str | Path, column: str | None,
-                    date_column: str | None) -> tuple[np.ndarray, list[str] | None, str]:
-    """One numeric column of a CSV file with a header, its date labels, and its name."""
-    text = datafiles.read_text(path)
-    rows = list(csv.reader(io.StringIO(text), dialect=sniff_dialect(text)))
-    line_numbers = line_numbers_of(text, len(rows))
-    header = [name.strip() for name in rows[0]]
-    body = [(line, row) for line, row in zip(line_numbers[1:], rows[1:]) if any(cell.strip() for cell in row)]
-    if not body:
-        raise SeqappError(f"{path} has a header but no data rows; add one row per time step")
-    value_index = find_value_column(path, header, body, column)
-    date_index = find_date_column(path, header, body, date_column, value_index)
-    name = header[value_index]
-    values = np.array([parse_value(path, line, row, value_index, name) for line, row in body])
-    dates = None
-    if date_index is not None:
-        dates = [row[date_index].strip() if date_index < len(row) else "" for _, row in body]
-    return values, dates, name
-
-
-def sniff_dialect(text: str) -> Any:
-    """Comma, semicolon or tab separated, judged from the header line (comma if unsure)."""
-    try:
-        return csv.Sniffer().sniff(text.splitlines()[0], delimiters=",;\t")
-    except csv.Error:
-        return csv.excel
-
-
-def line_numbers_of(text: str, count: int) -> list[int]:
-    """The file line on which each CSV record starts (quoted cells may span lines)."""
-    reader = csv.reader(io.StringIO(text), dialect=sniff_dialect(text))
-    numbers, previous_end = [], 0
-    for _ in range(count):
-        next(reader)
-        numbers.append(previous_end + 1)
-        previous_end = reader.line_num
-    return numbers
-
-
-def is_number(cell: str) -> bool:
-    try:
-        return math.isfinite(float(cell))
-    except ValueError:
-        return False
-
-
-def find_value_column(path: Any, header: list[str], body: list, column: str | None) -> int:
-    """Index of ``column``, or of the last column whose first cells are mostly numbers."""
-    if column is not None:
-        if column not in header:
-            import difflib
-
-            close = difflib.get_close_matches(column, header, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise SeqappError(f"{path} has no column '{column}'{hint}; its columns are: {', '.join(header)}; "
-                              "set data.column to one of them")
-        return header.index(column)
-    sample = [row for _, row in body[:20]]
-    # a column of numbers with a typo in it is still the value column: its bad cell is reported later
-    numeric = [i for i in range(len(header))
-               if 2 * sum(i < len(row) and is_number(row[i]) for row in sample) > len(sample)]
-    if not numeric:
-        raise SeqappError(f"{path} has no numeric column (columns: {', '.join(header)}); "
-                          "set data.column to the column that holds the values")
-    return numeric[-1]
-
-
-def find_date_column(path: Any, header: list[str], body: list, date_column: str | None, value_index: int) -> int | None:
-    """Index of ``date_column``, or of the first non-numeric column other than the values."""
-    if date_column is not None:
-        if date_column not in header:
-            raise SeqappError(f"{path} has no column '{date_column}'; its columns are: {', '.join(header)}; "
-                              "set data.date_column to one of them or to null")
-        return header.index(date_column)
-    first_row = body[0][1]
-    for i in range(len(header)):
-        if i != value_index and i < len(first_row) and first_row[i].strip() and not is_number(first_row[i]):
-            return i
-    return None
-
-
-def parse_value(path: Any, line: int, row: list[str], index: int, name: str) -> float:
-    """The number in ``row[index]``, or an error naming the line and the column."""
-    cell = row[index].strip() if index < len(row) else ""
-    if cell.lower() in MISSING:
-        raise SeqappError(f"{path} line {line}: missing value in column '{name}'; fill it in or remove the row")
-    try:
-        value = float(cell)
-    except ValueError:
-        raise SeqappError(f"{path} line {line}: '{cell}' in column '{name}' is not a number; "
-                          "fix the cell or choose another column with data.column") from None
-    if not math.isfinite(value):
-        raise SeqappError(f"{path} line {line}: '{cell}' in column '{name}' is not a finite number")
-    return value
-
-
-# -- splits and windows ---------------------------------------------------------------------
-def split_ranges(n: int, data: SineData, source: str) -> list[tuple[int, int]]:
-    """Chronological ``(begin, end)`` ranges of train, val and test for a series of ``n`` points."""
-    n_test = max(data.horizon, round(n * data.test_fraction))
-    n_val = round(n * data.val_fraction)
-    n_train = n - n_val - n_test
-    needed = data.window + data.horizon + data.difference
-    if n_train < needed:
-        minimum = math.ceil(needed / (1 - data.val_fraction - data.test_fraction)) + 1
-        raise SeqappError(
-            f"{source} has {n} values, too few for one training window: data.window={data.window} plus "
-            f"data.horizon={data.horizon} need {needed} training values, so at least about {minimum} values "
-            f"in all; lower data.window or give a longer series")
-    return [(0, n_train), (n_train, n_train + n_val), (n_train + n_val, n)]
-
-
-def window_starts(begin: int, end: int, lead: int, horizon: int, stride: int = 1) -> np.ndarray:
-    """Positions ``t`` whose targets ``t .. t+horizon-1`` lie in ``[begin, end)``, with ``lead`` values before."""
-    return np.arange(max(begin, lead), end - horizon + 1, stride)
-
-
-def windows(values: np.ndarray, starts: np.ndarray, window: int, horizon: int,
-            sequence: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs ``values[t-window : t]`` and targets: the next ``horizon`` values, or the inputs shifted by one."""
-    x = values[starts[:, None] + np.arange(-window, 0)]
-    if sequence:
-        return x[..., None], values[starts[:, None] + np.arange(-window + 1, 1)][..., None]
-    return x[..., None], values[starts[:, None] + np.arange(horizon)]
-
-
-def normalise(values: np.ndarray, prep: dict) -> np.ndarray:
-    return ((values - prep["mean"]) / prep["std"]).astype(np.float32)
-
-
-def denormalise(values: np.ndarray, prep: dict) -> np.ndarray:
-    return np.asarray(values, np.float64) * prep["std"] + prep["mean"]
-
-
-def model_values(values: np.ndarray, prep: dict) -> np.ndarray:
-    """What the model reads and predicts: the normalised values, or their normalised steps.
-
-    With differencing, position ``t`` holds ``values[t] - values[t-1]`` (position 0 holds
-    0 and is never read: windows start one value later).
-    """
-    if prep.get("difference"):
-        values = np.diff(values, prepend=values[:1])
-    return normalise(values, prep)
-
-
-def from_model(output: np.ndarray, prep: dict, last: np.ndarray) -> np.ndarray:
-    """Model outputs ``[n, horizon]`` in original units; ``last`` is each window's last value."""
-    output = denormalise(output, prep)
-    if prep.get("difference"):
-        return np.asarray(last, np.float64)[:, None] + np.cumsum(output, axis=1)
-    return output
-
-
-def split_windows(splits: SeriesSplits, ranges: list, prep: dict, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised training arrays for one split, all series together."""
-    xs, ys = [], []
-    for values, (begin, end) in zip(splits.series, ranges):
-        starts = window_starts(begin, end, prep["window"] + prep.get("difference", False), prep["horizon"], stride)
-        sequence = prep["target"] == "sequence"
-        x, y = windows(model_values(values, prep), starts, prep["window"], prep["horizon"], sequence)
-        xs.append(x)
-        ys.append(y)
-    return np.concatenate(xs), np.concatenate(ys)
-
-
-@dataclass
-class Targets:
-    """One split's evaluation windows: inputs, true next values and baseline forecasts."""
-
-    x: np.ndarray  # normalised input windows [n, window, 1]
-    y: np.ndarray  # true next values in original units [n, horizon]
-    last_value: np.ndarray
-    seasonal: np.ndarray | None
-    clean: np.ndarray | None  # noise-free next values (synthetic data)
-
-
-def split_targets(splits: SeriesSplits, ranges: list, prep: dict) -> Targets:
-    """Every target of a split with its input window and naive forecasts (windows may reach back)."""
-    window, horizon, periods = prep["window"], prep["horizon"], prep["periods"]
-    parts: dict[str, list] = {"x": [], "y": [], "last": [], "seasonal": [], "clean": []}
-    for i, (values, (begin, end)) in enumerate(zip(splits.series, ranges)):
-        starts = window_starts(begin, end, window + prep.get("difference", False), horizon)
-        x, _ = windows(model_values(values, prep), starts, window, horizon, sequence=False)
-        parts["x"].append(x)
-        parts["y"].append(values[starts[:, None] + np.arange(horizon)])
-        parts["last"].append(np.repeat(values[starts - 1][:, None], horizon, axis=1))
-        parts["seasonal"].append(seasonal_forecast(values, starts, horizon, periods[i]))
-        if splits.clean is not None:
-            parts["clean"].append(splits.clean[i][starts[:, None] + np.arange(horizon)])
-    # series without a detected period fall back to the last value (said in seasonal_period)
-    seasonal = (None if all(p is None for p in periods) else
-                np.concatenate([s if s is not None else last for s, last in zip(parts["seasonal"], parts["last"])]))
-    clean = np.concatenate(parts["clean"]) if parts["clean"] else None
-    return Targets(np.concatenate(parts["x"]), np.concatenate(parts["y"]), np.concatenate(parts["last"]),
-                   seasonal, clean)
-
-
-def seasonal_forecast(values: np.ndarray, starts: np.ndarray, horizon: int, period: int | None) -> np.ndarray | None:
-    """The value one period earlier (whole periods back, so it is always known); None without a period."""
-    if period is None:
-        return None
-    steps = np.arange(horizon)
-    back = period * (steps // period + 1)
-    index = starts[:, None] + steps - back
-    # a series too short for one period back falls back to its first value
-    return values[np.maximum(index, 0)]
-
-
-def detect_period(values: np.ndarray, min_lag: int = 2) -> int | None:
-    """The seasonal period by autocorrelation of the linearly detrended series, or None.
-
-    The period is the top of the first autocorrelation hump, after the curve first drops
-    below zero, that reaches 80% of the highest peak within half the series.
-    """
-    n = len(values)
-    max_lag = n // 2
-    if max_lag <= min_lag:
-        return None
-    t = np.arange(n)
-    residual = values - np.polyval(np.polyfit(t, values, 1), t)
-    spectrum = np.fft.rfft(residual, 2 * n)
-    acf = np.fft.irfft(spectrum * np.conj(spectrum))[: max_lag + 1]
-    if acf[0] <= 0:
-        return None
-    acf = acf / acf[0]
-    below = np.nonzero(acf[1:] < 0)[0]
-    if not len(below):
-        return None
-    first = int(below[0]) + 1
-    # smooth over a sixteenth of a period (the first zero crossing is about a quarter period)
-    width = max(1, first // 4)
-    acf = np.convolve(acf, np.ones(width) / width, mode="same")
-    peaks = [lag for lag in range(max(first, min_lag), max_lag)
-             if acf[lag] >= acf[lag - 1] and acf[lag] >= acf[lag + 1] and acf[lag] > 0.1]
-    if not peaks:
-        return None
-    high = 0.8 * max(acf[lag] for lag in peaks)
-    lag = next(lag for lag in peaks if acf[lag] >= high)
-    # a broad, noisy hump (a yearly cycle in daily data) has many local peaks: take its top
-    begin, end = lag, lag
-    while begin > first and acf[begin - 1] >= high:
-        begin -= 1
-    while end < max_lag and acf[end + 1] >= high:
-        end += 1
-    return begin + int(np.argmax(acf[begin:end + 1]))
-
-
-def describe_periods(periods: list[int | None]) -> Any:
-    """The seasonal period for metrics: one number, or the range over many series."""
-    known = [p for p in periods if p is not None]
-    if len(periods) == 1:
-        return periods[0]
-    if not known:
-        return None
-    fallback = "; the others use the last value" if len(known) < len(periods) else ""
-    return f"{min(known)}-{max(known)} (per series, {len(known)} of {len(periods)} detected{fallback})"
-
-
-def error_figures(prediction: np.ndarray, truth: np.ndarray) -> dict:
-    """MSE, MAE and RMSE of ``prediction`` against ``truth``."""
-    error = np.asarray(prediction, np.float64) - np.asarray(truth, np.float64)
-    mse = float(np.mean(error**2))
-    return {"mse": round(mse, 6), "mae": round(float(np.mean(np.abs(error))), 6), "rmse": round(math.sqrt(mse), 6)}
-
-
 # -- model ----------------------------------------------------------------------------------
 def series_model(model_cfg: Any, horizon: int, sequence: bool = False, step: bool = False) -> Any:
     """Windows of values -> recurrent stack -> Dense(horizon).
@@ -543,25 +275,19 @@ def series_model(model_cfg: Any, horizon: int, sequence: bool = False, step: boo
     if not step:
         x, _ = apply_stack(stack, values)
         return keras.Model(values, head(x), name="series_model")
-    state_inputs = [[keras.Input((model_cfg.units,), name=f"state_{layer}_{i}")
-                     for i in range(state_size(model_cfg.cell))] for layer in range(model_cfg.layers)]
-    x, states = apply_stack(stack, values, state_inputs)
-    flat_inputs = [s for layer in state_inputs for s in layer]
-    flat_states = [s for layer in states for s in layer]
-    return keras.Model([values, *flat_inputs], [head(x), *flat_states], name="series_model_step")
+    x, state_inputs, states = stateful_step(stack, values, model_cfg.cell, model_cfg.units, model_cfg.layers)
+    return keras.Model([values, *state_inputs], [head(x), *states], name="series_model_step")
 
 
 def step_function(run: Any) -> StepFunction:
     """A compiled single-step model that shares the run's trained weights."""
     import tensorflow as tf
 
-    model_cfg = run.config.model
-    step_model = series_model(model_cfg, run.preprocessing["horizon"], step=True)
-    step_model.set_weights(run.model.get_weights())
-    shapes = [model_cfg.units] * (state_size(model_cfg.cell) * model_cfg.layers)
-    return StepFunction(step_model, shapes, tf.TensorSpec([None, None, 1], tf.float32))
+    step_model = series_model(run.config.model, run.preprocessing["horizon"], step=True)
+    return StepFunction.sharing_weights(step_model, run.model, tf.TensorSpec([None, None, 1], tf.float32))
 
 
+# -- forecasting ----------------------------------------------------------------------------
 def predict_windows(run: Any, x: np.ndarray, last: np.ndarray) -> np.ndarray:
     """The model's next ``horizon`` values (original units) for windows ``x`` (see ``model_values``)."""
     output = run.model.predict(x, batch_size=512, verbose=0)
@@ -622,15 +348,6 @@ def forecast_history(run: Any, steps: int,
 
 
 # -- plots ----------------------------------------------------------------------------------
-def pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_forecast(run: Any, history: np.ndarray, truth: np.ndarray | None, values: np.ndarray,
                   dates: list[str] | None, path: Path) -> None:
     """History (the last part), the true continuation where known, and the forecast."""
@@ -679,14 +396,3 @@ def plot_test(run: Any, splits: SeriesSplits, path: Path) -> None:
     fig.tight_layout()
     save_figure(fig, path)
 
-
-def save_figure(fig: Any, path: Path) -> None:
-    """Write a figure as PNG, with a clear error if the folder does not exist."""
-    import matplotlib.pyplot as plt
-
-    try:
-        fig.savefig(path, dpi=100, format="png")
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-        raise SeqappError(f"cannot write the plot to {path}: {exc.strerror}; check the folder exists") from None
-    finally:
-        plt.close(fig)

@@ -10,21 +10,21 @@ more. Imbalanced classes are weighted by inverse frequency through sample weight
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 
 from seqapp import datafiles
-from seqapp.config import Config, ModelConfig, at_least, between, one_of
+from seqapp.config import Config, ModelConfig, setting
 from seqapp.errors import SeqappError
 from seqapp.layers import apply_stack, recurrent_stack
 from seqapp.metrics import class_table, classification_metrics, confusion_table
-from seqapp.tasks.base import Splits, Task
+from seqapp.plots import plot_confusion
+from seqapp.tasks.base import JSON_OUTPUT, PredictOption, Splits, Task
 from seqapp.text import OOV_ID, PAD_ID, Tokenizer, pad
 
 DEFAULT_DATA = "sentiment.tsv"
@@ -34,34 +34,40 @@ PREDICT_BATCH_SIZE = 1024
 
 
 @dataclass
-class SentimentData:
+class SentimentDataConfig:
     """Where the labelled texts come from, how they are split and how they are tokenized."""
 
-    path: str | None = None  # a TSV/CSV file, or a folder of them; None means the bundled set
-    pattern: str = "*"  # which files of a folder to read (README/LICENSE files are skipped)
-    format: str = field(default="auto", metadata=one_of("auto", "tsv", "csv"))  # auto: .csv is CSV, else TSV
-    header: bool | None = None  # None: auto (columns given by name, or a first row whose label is unique)
-    text_column: str = "0"  # column name, or 0-based index
-    label_column: str = "1"
-    classes: list[str] | None = None  # the allowed labels in output order; None: all labels found, sorted
-    level: str = field(default="word", metadata=one_of("char", "word"))
-    lower: bool = True
-    strip_punctuation: bool = False
-    max_vocab: int | None = field(default=10000, metadata=at_least(5))
-    min_count: int = field(default=1, metadata=at_least(1))
-    max_len: int = field(default=60, metadata=at_least(1))  # tokens kept per text (the beginning)
-    val_fraction: float = field(default=0.1, metadata=between(0.0, 0.5, high_open=True))
-    test_fraction: float = field(default=0.1, metadata=between(0.0, 0.5, high_open=True))
-    split_seed: int = field(default=0, metadata=at_least(0))
-    balance_classes: bool = True  # weight each class by inverse frequency in the training split
+    path: str | None = setting(None, "TSV/CSV file or folder of them (--data); null: the bundled data/sentiment.tsv")
+    pattern: str = setting("*", "which files of a folder to read (README/LICENSE/SOURCES files are skipped)")
+    format: str = setting("auto", "file format; auto: .csv files are CSV, anything else TSV",
+                          choices=("auto", "tsv", "csv"))
+    header: bool | None = setting(None, "first row is a header; null: when columns are named, or when the "
+                                  "first row's label appears nowhere else")
+    text_column: str = setting("0", "column of the text: a header name or a 0-based index")
+    label_column: str = setting("1", "column of the label: a header name or a 0-based index")
+    classes: list[str] | None = setting(None, "the allowed labels in output order, e.g. [negative, positive]; "
+                                        "null: all labels found, sorted")
+    level: str = setting("word", "tokens: words and punctuation marks, or characters", choices=("char", "word"))
+    lower: bool = setting(True, "lower-case the texts")
+    strip_punctuation: bool = setting(False, "drop punctuation marks (by default they are tokens)")
+    max_vocab: int | None = setting(10000, "most frequent tokens kept, specials included; others become <unk>; "
+                                    "null: all", min=5)
+    min_count: int = setting(1, "tokens seen fewer times in training become <unk>", min=1)
+    max_len: int = setting(60, "tokens kept per text (its beginning); shorter texts are padded and masked", min=1)
+    val_fraction: float = setting(0.1, "share of each label held out for validation", min=0.0, max=0.5,
+                                  high_open=True)
+    test_fraction: float = setting(0.1, "share of each label held out for the test", min=0.0, max=0.5,
+                                   high_open=True)
+    split_seed: int = setting(0, "seed of the stratified train / val / test shuffle", min=0)
+    balance_classes: bool = setting(True, "weight each label by inverse frequency in the training split")
 
 
 @dataclass
-class SentimentModel(ModelConfig):
+class SentimentModelConfig(ModelConfig):
     """The shared recurrent stack, plus how its outputs are summed up into one vector."""
 
-    # last: the final state (of both directions); mean / max: over all unpadded steps
-    pooling: str = field(default="last", metadata=one_of("last", "mean", "max"))
+    pooling: str = setting("last", "last: the final state (of both directions); mean / max: over all "
+                           "unpadded steps", choices=("last", "mean", "max"))
 
 
 @dataclass
@@ -75,7 +81,7 @@ class Examples:
     def __len__(self) -> int:
         return len(self.texts)
 
-    def subset(self, indices: Any) -> "Examples":
+    def subset(self, indices: Any) -> Examples:
         """The examples at ``indices``, in that order."""
         return Examples([self.texts[i] for i in indices], [self.labels[i] for i in indices],
                         [self.sources[i] for i in indices])
@@ -86,9 +92,9 @@ class Sentiment(Task):
 
     name: ClassVar[str] = "sentiment"
     summary: ClassVar[str] = "classify short texts (reviews, comments) into labels such as positive / negative"
-    DataConfig: ClassVar[type] = SentimentData
-    ModelConfig: ClassVar[type] = SentimentModel
-    predict_options: ClassVar[frozenset[str]] = frozenset({"json"})
+    DataConfig: ClassVar[type] = SentimentDataConfig
+    ModelConfig: ClassVar[type] = SentimentModelConfig
+    predict_options: ClassVar[tuple[PredictOption, ...]] = (JSON_OUTPUT,)
     tiny: ClassVar[dict] = {
         "set": ["model.units=8", "model.embedding_dim=8", "model.bidirectional=false", "data.max_len=16"],
         "inputs": ["works great, love it", "the battery died after a day"],
@@ -117,7 +123,8 @@ class Sentiment(Task):
         tokenizer.fit(splits.train.texts, max_size=data.max_vocab, min_count=data.min_count)
         classes = data.classes or sorted_labels(splits.train.labels + splits.val.labels + splits.test.labels)
         counts = np.bincount(label_ids(splits.train, classes), minlength=len(classes))
-        weights = len(splits.train) / (len(classes) * np.maximum(counts, 1)) if data.balance_classes else np.ones(len(classes))
+        weights = (len(splits.train) / (len(classes) * np.maximum(counts, 1)) if data.balance_classes
+                   else np.ones(len(classes)))
         longest = max(len(tokenizer.split(text)) for text in splits.train.texts)
         return {
             "tokenizer": tokenizer.to_dict(),
@@ -143,7 +150,8 @@ class Sentiment(Task):
         if binary:
             loss, accuracy = keras.losses.BinaryCrossentropy(), keras.metrics.BinaryAccuracy(name="accuracy")
         else:
-            loss, accuracy = keras.losses.SparseCategoricalCrossentropy(), keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+            loss = keras.losses.SparseCategoricalCrossentropy()
+            accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         model.compile(optimizer=optimizer(cfg.train), loss=loss, metrics=[accuracy])
         return model
 
@@ -172,7 +180,8 @@ class Sentiment(Task):
             return ""
         base = metrics.get("baseline_majority", {}).get(split, {}).get("accuracy")
         base_text = f" (majority {base:.3f})" if base is not None else ""
-        return f"{split} accuracy {metrics[split]['accuracy']:.3f}, macro F1 {metrics[split]['macro_f1']:.3f}{base_text}"
+        return (f"{split} accuracy {metrics[split]['accuracy']:.3f}, "
+                f"macro F1 {metrics[split]['macro_f1']:.3f}{base_text}")
 
     def format_metrics(self, metrics: dict) -> list[str]:
         """Accuracy and macro F1 per split, the baseline, then per-class and confusion tables."""
@@ -185,7 +194,8 @@ class Sentiment(Task):
         for name in ("val", "test", "train"):
             if name in metrics:
                 base = baseline.get(name, {})
-                lines.append(f"{name:<5} accuracy {metrics[name]['accuracy']:.4f}  macro F1 {metrics[name]['macro_f1']:.4f}"
+                lines.append(f"{name:<5} accuracy {metrics[name]['accuracy']:.4f}  "
+                             f"macro F1 {metrics[name]['macro_f1']:.4f}"
                              f"   majority class '{baseline.get('label')}': accuracy {base.get('accuracy', 0):.4f}"
                              f"  macro F1 {base.get('macro_f1', 0):.4f}")
         lines.append("")
@@ -199,7 +209,8 @@ class Sentiment(Task):
         metrics = run.metrics or self.evaluate(run, splits)
         split = main_split(metrics)
         if split is not None:
-            plot_confusion(metrics[split]["confusion_matrix"], metrics["classes"], split, Path(folder) / "confusion_matrix.png")
+            plot_confusion(metrics[split]["confusion_matrix"], metrics["classes"], split,
+                           Path(folder) / "confusion_matrix.png")
 
     # -- prediction -------------------------------------------------------------------
     def predict(self, run: Any, inputs: list[str], **opts: Any) -> Iterator[str]:
@@ -246,24 +257,9 @@ def read_examples(files: list[Path], data: Any) -> Examples:
     return examples
 
 
-def read_rows(path: Path, fmt: str) -> list[tuple[int, list[str]]]:
-    """(line number, fields) of each non-blank row; TSV rows are split on every tab, unquoted."""
-    text = datafiles.read_text(path)
-    if fmt == "auto":
-        fmt = "csv" if path.suffix.lower() == ".csv" else "tsv"
-    if fmt == "tsv":
-        lines = (line.rstrip("\r") for line in text.split("\n"))
-        return [(number, line.split("\t")) for number, line in enumerate(lines, start=1) if line.strip()]
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        return [(reader.line_num, fields) for fields in reader if any(field.strip() for field in fields)]
-    except csv.Error as exc:
-        raise SeqappError(f"{path.name}:{reader.line_num}: malformed CSV ({exc}); fix the quoting on that line") from None
-
-
 def read_file(path: Path, data: Any) -> Examples:
-    """The labelled texts of one TSV/CSV file (see ``SentimentData`` for the options)."""
-    rows = read_rows(path, data.format)
+    """The labelled texts of one TSV/CSV file (see ``SentimentDataConfig`` for the options)."""
+    rows = datafiles.read_rows(path, data.format)
     if not rows:
         raise SeqappError(f"data file {path} has no rows; give one text and label per line")
     by_name = not (data.text_column.isdigit() and data.label_column.isdigit())
@@ -425,27 +421,3 @@ def class_probabilities(run: Any, texts: list[str]) -> np.ndarray:
         output = np.concatenate([1.0 - output, output], axis=1)
     return output
 
-
-def plot_confusion(confusion: list[list[int]], classes: list[str], split: str, path: Path) -> None:
-    """Write the confusion matrix as a heat map with counts in the cells."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    counts = np.asarray(confusion)
-    size = 2.5 + 0.6 * len(classes)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
-    image = ax.imshow(counts, cmap="Blues")
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted label")
-    ax.set_ylabel("true label")
-    ax.set_title(f"confusion matrix ({split})")
-    for (row, col), count in np.ndenumerate(counts):
-        ax.text(col, row, str(count), ha="center", va="center",
-                color="white" if count > counts.max() / 2 else "black")
-    fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

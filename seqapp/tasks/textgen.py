@@ -9,16 +9,18 @@ seed is fed once, then one token per step while the recurrent state is carried a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
 from seqapp import datafiles, sampling
-from seqapp.config import Config, at_least, between, one_of
+from seqapp.config import Config, setting
 from seqapp.errors import SeqappError
-from seqapp.layers import apply_stack, recurrent_stack, state_size
-from seqapp.tasks.base import Splits, Task
+from seqapp.layers import apply_stack, recurrent_stack, stateful_step
+from seqapp.tasks.base import RANDOM_SEED, PredictOption, Splits, Task, log
 from seqapp.text import END_ID, PAD_ID, SPECIALS, START_ID, Tokenizer
 
 DEFAULT_CORPUS = "corpus.txt"
@@ -26,18 +28,23 @@ CHUNK = 16  # tokens sampled per compiled call while streaming
 
 
 @dataclass
-class TextGenData:
+class TextGenDataConfig:
     """Where the corpus comes from and how it is cut into training windows."""
 
-    path: str | None = None  # a UTF-8 text file; None means the bundled corpus
-    text: str | None = None  # an inline corpus, instead of a file (tiny examples)
-    level: str = field(default="char", metadata=one_of("char", "word"))
-    lower: bool = False
-    max_vocab: int | None = field(default=None, metadata=at_least(5))
-    seq_len: int = field(default=100, metadata=at_least(1))
-    stride: int | None = field(default=None, metadata=at_least(1))  # None: seq_len (windows side by side)
-    val_fraction: float = field(default=0.05, metadata=between(0.0, 0.5, high_open=True))
-    test_fraction: float = field(default=0.05, metadata=between(0.0, 0.5, high_open=True))
+    path: str | None = setting(None, "UTF-8 text file to learn from; null: the bundled corpus")
+    text: str | None = setting(None, "an inline corpus used instead of a file (tiny examples); null: read a file")
+    level: str = setting("char", "what a token is: one character, or one word or punctuation mark",
+                         choices=("char", "word"))
+    lower: bool = setting(False, "lowercase the corpus before tokenizing")
+    max_vocab: int | None = setting(None, "most tokens in the vocabulary, the 4 special tokens included; "
+                                          "null: every token of the training text", min=5)
+    seq_len: int = setting(100, "tokens per training window", min=1)
+    stride: int | None = setting(None, "tokens between the starts of consecutive windows; "
+                                       "null: seq_len (windows side by side)", min=1)
+    val_fraction: float = setting(0.05, "share of the corpus, after the training part, used for validation",
+                                  min=0.0, max=0.5, high_open=True)
+    test_fraction: float = setting(0.05, "share at the end of the corpus held out for testing",
+                                   min=0.0, max=0.5, high_open=True)
 
 
 class TextGen(Task):
@@ -45,13 +52,19 @@ class TextGen(Task):
 
     name: ClassVar[str] = "textgen"
     summary: ClassVar[str] = "language model over characters or words; generate text from a seed"
-    DataConfig: ClassVar[type] = TextGenData
-    predict_options: ClassVar[frozenset[str]] = frozenset({"random_seed"})
+    DataConfig: ClassVar[type] = TextGenDataConfig
+    predict_options: ClassVar[tuple[PredictOption, ...]] = (RANDOM_SEED,)
+    generates: ClassVar[bool] = True
     tiny: ClassVar[dict] = {
         "set": ["model.units=16", "model.embedding_dim=8", "data.seq_len=20", "train.batch_size=16"],
         "inputs": ["hello"],
         "options": {"random_seed": 1},
     }
+
+    @classmethod
+    def data_values(cls, path: Path) -> dict:
+        """``--data`` replaces a template's inline ``data.text`` as well as its path."""
+        return {**super().data_values(path), "data.text": None}
 
     @classmethod
     def validate_config(cls, cfg: Config) -> None:
@@ -200,7 +213,8 @@ def default_seed(tokenizer: Tokenizer, counts: np.ndarray) -> str:
 
 def loss_figures(loss: float, unit: str) -> dict:
     """Loss in nats per token, perplexity and bits per token."""
-    return {"loss": round(loss, 5), "perplexity": round(math.exp(min(loss, 700)), 4), unit: round(loss / math.log(2), 5)}
+    return {"loss": round(loss, 5), "perplexity": round(math.exp(min(loss, 700)), 4),
+            unit: round(loss / math.log(2), 5)}
 
 
 def mean_cross_entropy(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
@@ -234,22 +248,14 @@ def language_model(vocab_size: int, model_cfg: Any, step: bool = False) -> Any:
     if not step:
         x, _ = apply_stack(stack, x)
         return keras.Model(tokens, head(x), name="language_model")
-    state_inputs = [[keras.Input((model_cfg.units,), name=f"state_{layer}_{i}") for i in range(state_size(model_cfg.cell))]
-                    for layer in range(model_cfg.layers)]
-    x, states = apply_stack(stack, x, state_inputs)
-    logits = head(x[:, -1, :])
-    flat_inputs = [s for layer in state_inputs for s in layer]
-    flat_states = [s for layer in states for s in layer]
-    return keras.Model([tokens, *flat_inputs], [logits, *flat_states], name="language_model_step")
+    x, state_inputs, states = stateful_step(stack, x, model_cfg.cell, model_cfg.units, model_cfg.layers)
+    return keras.Model([tokens, *state_inputs], [head(x[:, -1, :]), *states], name="language_model_step")
 
 
 def step_function(run: Any) -> sampling.StepFunction:
     """A compiled single-step model that shares the run's trained weights."""
-    model_cfg = run.config.model
-    step_model = language_model(len(run.preprocessing["tokenizer"]["vocab"]), model_cfg, step=True)
-    step_model.set_weights(run.model.get_weights())
-    shapes = [model_cfg.units] * (state_size(model_cfg.cell) * model_cfg.layers)
-    return sampling.StepFunction(step_model, shapes)
+    step_model = language_model(len(run.preprocessing["tokenizer"]["vocab"]), run.config.model, step=True)
+    return sampling.StepFunction.sharing_weights(step_model, run.model)
 
 
 def generate_tokens(
@@ -261,7 +267,6 @@ def generate_tokens(
     top_p: float | None = None,
     num_samples: int = 1,
     random_seed: int | None = None,
-    warn: Callable[[str], None] = lambda message: None,
     step: sampling.StepFunction | None = None,
 ) -> Iterator[list[str]]:
     """Yield ``length`` steps of new tokens (a list with one token per sample).
@@ -279,7 +284,7 @@ def generate_tokens(
     unknown = tokenizer.unknown_tokens(seed)
     if unknown:
         shown = ", ".join(repr(token) for token in unknown[:10])
-        warn(f"warning: seed has {len(unknown)} token(s) not in the vocabulary ({shown}); they are read as <unk>")
+        log.warning(f"seed has {len(unknown)} token(s) not in the vocabulary ({shown}); they are read as <unk>")
     seed_ids = tokenizer.encode(seed)
     if not seed_ids:
         raise SeqappError("the seed text has no tokens after standardisation; give another --seed")

@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import json as json_module
 import re
-import sys
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from seqapp import datafiles
-from seqapp.config import Config, ModelConfig, at_least, between, one_of
+from seqapp.config import Config, ModelConfig, setting
 from seqapp.errors import SeqappError
-from seqapp.layers import apply_stack, recurrent_stack, state_size
-from seqapp.tasks.base import Splits, Task, format_nested
-from seqapp.tasks.translate_decoding import Hypothesis, Translator, attention_heatmap
+from seqapp.layers import state_size
+from seqapp.plots import attention_heatmap
+from seqapp.tasks.base import JSON_OUTPUT, PredictOption, Splits, Task, format_nested, log
+from seqapp.tasks.translate_decoding import Hypothesis, Translator
+from seqapp.tasks.translate_model import decoder_units, inference_models, seq2seq_layers, training_model
 from seqapp.text import PAD_ID, WORD_PATTERN, Tokenizer, pad
 
 DEFAULT_PAIRS = "pairs.tsv"
@@ -36,28 +37,33 @@ Groups = list[tuple[str, list[str]]]
 
 
 @dataclass
-class TranslateData:
+class TranslateDataConfig:
     """Where the sentence pairs come from, how they are split, limited and tokenized."""
 
-    path: str | None = None  # TSV: source<TAB>target per line; None means the bundled pairs
-    level: str = field(default="word", metadata=one_of("word", "char"))
-    lower_source: bool = True  # the target keeps its case: BLEU compares it case-sensitively
-    max_len: int = field(default=20, metadata=at_least(1))  # longer pairs are skipped; decoding stops here
-    max_pairs: int | None = field(default=None, metadata=at_least(1))
-    max_vocab: int | None = field(default=None, metadata=at_least(5))  # per language, specials included
-    val_fraction: float = field(default=0.1, metadata=between(0.0, 0.5, high_open=True))
-    test_fraction: float = field(default=0.1, metadata=between(0.0, 0.5, high_open=True))
-    split_seed: int = field(default=0, metadata=at_least(0))
+    path: str | None = setting(None, "TSV file, source<TAB>target per line (--data); null: the bundled pairs")
+    level: str = setting("word", "tokens: words and punctuation marks, or characters", choices=("word", "char"))
+    lower_source: bool = setting(True, "lower-case the source; the target keeps its case (BLEU is case-sensitive)")
+    max_len: int = setting(20, "pairs with more tokens on either side are skipped; decoding stops here", min=1)
+    max_pairs: int | None = setting(None, "use at most this many pairs (whole source groups, after the "
+                                    "shuffle); null: all", min=1)
+    max_vocab: int | None = setting(None, "vocabulary size per language, specials included; null: all", min=5)
+    val_fraction: float = setting(0.1, "share of distinct source sentences held out for validation",
+                                  min=0.0, max=0.5, high_open=True)
+    test_fraction: float = setting(0.1, "share of distinct source sentences held out for the test",
+                                   min=0.0, max=0.5, high_open=True)
+    split_seed: int = setting(0, "seed of the shuffle before the split by source sentence", min=0)
 
 
 @dataclass
-class TranslateModel(ModelConfig):
+class TranslateModelConfig(ModelConfig):
     """The shared recurrent settings plus attention and decoding."""
 
-    attention: str = field(default="bahdanau", metadata=one_of("none", "luong", "bahdanau"))
-    luong_score: str = field(default="general", metadata=one_of("dot", "general"))
-    beam: int = field(default=5, metadata=at_least(1))  # beam width evaluate reports beside greedy
-    length_penalty: float = field(default=1.0, metadata=between(0.0, 5.0))
+    attention: str = setting("bahdanau", "attention over the encoder outputs", choices=("none", "luong", "bahdanau"))
+    luong_score: str = setting("general", "Luong attention score: dot, or general (a learned key projection)",
+                               choices=("dot", "general"))
+    beam: int = setting(5, "beam width that evaluate reports beside greedy decoding", min=1)
+    length_penalty: float = setting(1.0, "beam search ranks by log-probability / length ** this; 0: none",
+                                    min=0.0, max=5.0)
 
 
 class Translate(Task):
@@ -65,9 +71,13 @@ class Translate(Task):
 
     name: ClassVar[str] = "translate"
     summary: ClassVar[str] = "encoder-decoder with attention on sentence pairs; BLEU / chrF, greedy and beam search"
-    DataConfig: ClassVar[type] = TranslateData
-    ModelConfig: ClassVar[type] = TranslateModel
-    predict_options: ClassVar[frozenset[str]] = frozenset({"beam", "attention_plot", "json"})
+    DataConfig: ClassVar[type] = TranslateDataConfig
+    ModelConfig: ClassVar[type] = TranslateModelConfig
+    predict_options: ClassVar[tuple[PredictOption, ...]] = (
+        PredictOption("beam", int, "Beam width for decoding (1 = greedy, the default)."),
+        PredictOption("attention_plot", Path, "Write the first input's attention heat map to this PNG."),
+        JSON_OUTPUT,
+    )
     tiny: ClassVar[dict] = {
         "set": ["model.units=8", "model.embedding_dim=8", "data.max_pairs=60", "model.beam=2",
                 "train.batch_size=16"],
@@ -199,7 +209,7 @@ class Translate(Task):
         found = translator.decode_ids(inputs, beam=width)
         if attention_plot is not None:
             plot_attention(translator, inputs[0], found[0], Path(attention_plot))
-            print(f"wrote attention plot of {inputs[0]!r} to {attention_plot}", file=sys.stderr)
+            log.info(f"wrote attention plot of {inputs[0]!r} to {attention_plot}")
         texts = [translator.text(hyp) for hyp in found]
         if not json:
             return texts
@@ -220,14 +230,10 @@ class Translate(Task):
 # -- data ---------------------------------------------------------------------------------
 def read_pairs(path: str | Path) -> list[tuple[str, str]]:
     """``(source, target)`` from a TSV file; blank lines skipped, extra columns ignored."""
-    text = datafiles.read_text(path)
     pairs = []
-    for number, line in enumerate(text.split("\n"), start=1):
-        line = line.rstrip("\r")
-        if not line.strip():
-            continue
-        fields = line.split("\t")
+    for number, fields in datafiles.read_rows(path, "tsv"):
         if len(fields) < 2 or not fields[0].strip() or not fields[1].strip():
+            line = "\t".join(fields)
             shown = line if len(line) <= 60 else line[:57] + "..."
             raise SeqappError(f"{path} line {number} is not 'source<TAB>target' ({shown!r}); "
                               "separate the sentence and its translation with one tab")
@@ -376,134 +382,18 @@ def detokenizer(tokenizer: Tokenizer, rules: dict) -> Any:
 
 
 def warn_unknown(tokenizer: Tokenizer, sources: list[str]) -> None:
-    """Tell the user (stderr) which input words the model has never seen."""
+    """Tell the user which input words the model has never seen."""
     unknown = list(dict.fromkeys(token for source in sources for token in tokenizer.unknown_tokens(source)))
     if unknown:
         shown = ", ".join(repr(token) for token in unknown[:10])
-        print(f"warning: {len(unknown)} input token(s) not in the source vocabulary ({shown}); read as <unk>",
-              file=sys.stderr)
+        log.warning(f"{len(unknown)} input token(s) not in the source vocabulary ({shown}); read as <unk>")
 
 
 def plot_attention(translator: Translator, source: str, hypothesis: Hypothesis, path: Path) -> None:
     """Heat map of one translation's attention, source tokens x output tokens."""
     source_tokens = translator.source_tokenizer.split(source) or ["<pad>"]
     output_tokens = translator.target_tokenizer.tokens(hypothesis.ids, skip_special=False)
-    title = translator.text(hypothesis)
-    try:
-        attention_heatmap(source_tokens, output_tokens, hypothesis.attention, path, title)
-    except OSError as exc:
-        raise SeqappError(f"cannot write the attention plot {path}: {exc.strerror or exc}; check the folder") from None
-
-
-# -- model --------------------------------------------------------------------------------
-def decoder_units(model_cfg: Any) -> int:
-    """The decoder's width: the encoder's output width (doubled when bidirectional)."""
-    return model_cfg.units * (2 if model_cfg.bidirectional else 1)
-
-
-def seq2seq_layers(model_cfg: Any, source_vocab: int, target_vocab: int) -> dict:
-    """Every layer of the encoder-decoder, created once and shared by all its graphs.
-
-    The training graph (teacher forcing) and the inference graphs (encoder, decoder step)
-    are wired from the same layers, so they always compute the same thing.
-    """
-    import keras
-
-    units = decoder_units(model_cfg)
-    layers: dict[str, Any] = {
-        "source_embedding": keras.layers.Embedding(source_vocab, model_cfg.embedding_dim, mask_zero=True,
-                                                   name="source_embedding"),
-        "encoder": recurrent_stack(model_cfg.cell, model_cfg.units, model_cfg.layers, model_cfg.dropout,
-                                   model_cfg.bidirectional, return_sequences=True, return_state=True, name="encoder"),
-        "target_embedding": keras.layers.Embedding(target_vocab, model_cfg.embedding_dim, mask_zero=True,
-                                                   name="target_embedding"),
-        "decoder": recurrent_stack(model_cfg.cell, units, model_cfg.layers, model_cfg.dropout,
-                                   return_sequences=True, return_state=True, name="decoder"),
-    }
-    if model_cfg.bidirectional:
-        layers["merge_states"] = [keras.layers.Concatenate(name=f"merge_state_{i}")
-                                  for i in range(model_cfg.layers * state_size(model_cfg.cell))]
-    if model_cfg.attention == "luong":
-        layers["attention"] = keras.layers.Attention(score_mode="dot", name="luong_attention")
-        if model_cfg.luong_score == "general":
-            layers["keys"] = keras.layers.Dense(units, use_bias=False, name="attention_keys")
-    elif model_cfg.attention == "bahdanau":
-        layers["attention"] = keras.layers.AdditiveAttention(name="bahdanau_attention")
-        layers["keys"] = keras.layers.Dense(units, use_bias=False, name="attention_keys")
-        layers["query"] = keras.layers.Dense(units, use_bias=False, name="attention_query")
-    if "attention" in layers:
-        layers["join"] = keras.layers.Concatenate(name="context_and_output")
-        layers["attentional"] = keras.layers.Dense(units, activation="tanh", name="attentional_output")
-    layers["logits"] = keras.layers.Dense(target_vocab, name="logits")
-    return layers
-
-
-def encoder_graph(layers: dict, source: Any) -> tuple[list, list[list]]:
-    """Source ids -> (memory for attention: [outputs(, keys)], the decoder's initial states per layer)."""
-    x = layers["source_embedding"](source)
-    outputs, layer_states = apply_stack(layers["encoder"], x)
-    if "merge_states" in layers:
-        merges = iter(layers["merge_states"])
-        # Bidirectional returns the forward states, then the backward ones: join them pairwise.
-        layer_states = [[next(merges)([forward, backward]) for forward, backward in
-                         zip(states[: len(states) // 2], states[len(states) // 2:])] for states in layer_states]
-    memory = []
-    if "attention" in layers:
-        memory = [outputs] + ([layers["keys"](outputs)] if "keys" in layers else [])
-    return memory, layer_states
-
-
-def decoder_graph(layers: dict, target: Any, initial_states: list, memory: list, source_mask: Any) -> tuple:
-    """Target ids (teacher forcing, or one step) -> (logits, new states per layer, attention weights)."""
-    x = layers["target_embedding"](target)
-    outputs, states = apply_stack(layers["decoder"], x, initial_states)
-    weights = None
-    if "attention" in layers:
-        values, keys = memory[0], memory[-1]
-        query = layers["query"](outputs) if "query" in layers else outputs
-        context, weights = layers["attention"]([query, values, keys], mask=[None, source_mask],
-                                               return_attention_scores=True)
-        outputs = layers["attentional"](layers["join"]([context, outputs]))
-    return layers["logits"](outputs), states, weights
-
-
-def training_model(layers: dict) -> Any:
-    """The teacher-forcing model: ``{source, target_in}`` -> logits for every target position."""
-    import keras
-
-    source = keras.Input((None,), dtype="int32", name="source")
-    target_in = keras.Input((None,), dtype="int32", name="target_in")
-    memory, states = encoder_graph(layers, source)
-    source_mask = keras.ops.not_equal(source, PAD_ID) if memory else None
-    logits, _, _ = decoder_graph(layers, target_in, states, memory, source_mask)
-    return keras.Model({"source": source, "target_in": target_in}, logits, name="seq2seq")
-
-
-def inference_models(layers: dict, model_cfg: Any) -> tuple[Any, Any]:
-    """The encoder model and the one-step decoder model, sharing ``layers``."""
-    import keras
-
-    units = decoder_units(model_cfg)
-    source = keras.Input((None,), dtype="int32", name="source")
-    memory, states = encoder_graph(layers, source)
-    encoder = keras.Model(source, [*memory, *flatten(states)], name="translate_encoder")
-
-    tokens = keras.Input((None,), dtype="int32", name="tokens")
-    memory_inputs = [keras.Input((None, units), name=f"memory_{i}") for i in range(len(memory))]
-    mask_inputs = [keras.Input((None,), dtype="bool", name="source_mask")] if memory else []
-    state_inputs = [[keras.Input((units,), name=f"state_{layer}_{i}") for i in range(state_size(model_cfg.cell))]
-                    for layer in range(model_cfg.layers)]
-    logits, new_states, weights = decoder_graph(layers, tokens, state_inputs, memory_inputs,
-                                                mask_inputs[0] if mask_inputs else None)
-    outputs = [logits[:, -1, :], *flatten(new_states)] + ([weights[:, -1, :]] if weights is not None else [])
-    step = keras.Model([tokens, *memory_inputs, *mask_inputs, *flatten(state_inputs)], outputs,
-                       name="translate_decoder_step")
-    return encoder, step
-
-
-def flatten(nested: list[list]) -> list:
-    """One flat list from a list of lists (recurrent states per layer)."""
-    return [item for inner in nested for item in inner]
+    attention_heatmap(source_tokens, output_tokens, hypothesis.attention, path, translator.text(hypothesis))
 
 
 def make_translator(run: Any) -> Translator:

@@ -12,9 +12,9 @@ trained network (:class:`Translator`) or on a hand-built toy model in the tests.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -229,25 +229,3 @@ class Translator:
         """Detokenized translations of ``sources``."""
         return [self.text(hyp) for hyp in self.decode_ids(sources, beam, batch_size)]
 
-
-def attention_heatmap(source_tokens: Sequence[str], output_tokens: Sequence[str], attention: np.ndarray,
-                      path: Path, title: str = "") -> None:
-    """Write a heat map of attention weights: output tokens (rows) x source tokens (columns)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    weights = np.asarray(attention)[: len(output_tokens), : len(source_tokens)]
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * max(len(source_tokens), 3), 1.0 + 0.45 * max(len(output_tokens), 3)))
-    image = ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
-    ax.set_xticks(range(len(source_tokens)), source_tokens, rotation=45, ha="right")
-    ax.set_yticks(range(len(output_tokens)), output_tokens)
-    ax.set_xlabel("source")
-    ax.set_ylabel("output")
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
