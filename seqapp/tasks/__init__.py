@@ -17,6 +17,7 @@ from seqapp.errors import SeqappError
 from seqapp.tasks.base import Task
 from seqapp.tasks.regression import Sine
 from seqapp.tasks.sentiment import Sentiment
+from seqapp.tasks.tagging import Tagging
 from seqapp.tasks.textgen import TextGen
 from seqapp.tasks.translate import Translate
 
@@ -25,6 +26,7 @@ REGISTRY: dict[str, type[Task]] = {
     Sine.name: Sine,
     Sentiment.name: Sentiment,
     Translate.name: Translate,
+    Tagging.name: Tagging,
 }
 
 

@@ -132,3 +132,14 @@ def format_nested(metrics: dict, indent: str = "") -> list[str]:
         else:
             lines.append(f"{indent}{str(key).ljust(width)}  {value}")
     return lines
+
+
+def held_out(splits: Splits) -> dict[str, Any]:
+    """The non-empty splits to evaluate on, val and test; train when nothing is held out."""
+    found = {name: part for name, part in (("val", splits.val), ("test", splits.test)) if len(part)}
+    return found or {"train": splits.train}
+
+
+def main_split(metrics: dict) -> str | None:
+    """The split a run is judged on: test if present, else val, else train."""
+    return next((split for split in ("test", "val", "train") if split in metrics), None)

@@ -24,7 +24,7 @@ from seqapp.errors import SeqappError
 from seqapp.layers import apply_stack, recurrent_stack
 from seqapp.metrics import class_table, classification_metrics, confusion_table
 from seqapp.plots import plot_confusion
-from seqapp.tasks.base import JSON_OUTPUT, PredictOption, Splits, Task
+from seqapp.tasks.base import JSON_OUTPUT, PredictOption, Splits, Task, held_out, main_split
 from seqapp.text import OOV_ID, PAD_ID, Tokenizer, pad
 
 DEFAULT_DATA = "sentiment.tsv"
@@ -348,17 +348,6 @@ def stratified_split(examples: Examples, val_fraction: float, test_fraction: flo
     return Splits(**{name: examples.subset(sorted(indices)) for name, indices in parts.items()})
 
 
-def held_out(splits: Splits) -> dict[str, Examples]:
-    """The splits to evaluate on: val and test, or train when nothing is held out."""
-    found = {name: part for name, part in (("val", splits.val), ("test", splits.test)) if len(part)}
-    return found or {"train": splits.train}
-
-
-def main_split(metrics: dict) -> str | None:
-    """The split a run is judged on: test if present, else val, else train."""
-    return next((split for split in ("test", "val", "train") if split in metrics), None)
-
-
 # -- tensors --------------------------------------------------------------------------
 def label_ids(examples: Examples, classes: list[str]) -> np.ndarray:
     """Class index of each example."""
@@ -420,4 +409,3 @@ def class_probabilities(run: Any, texts: list[str]) -> np.ndarray:
     if output.shape[1] == 1:
         output = np.concatenate([1.0 - output, output], axis=1)
     return output
-

@@ -1,0 +1,364 @@
+"""Sequence labelling: one tag per token (part of speech, named entities) with a recurrent network.
+
+Sentences come from CoNLL-U or ``token<TAB>tag`` files (see ``tagging_data``). Each
+token is read two ways: a word embedding (lower-cased words, padding masked with
+``mask_zero``) and spelling features from a character CNN over the word's characters,
+case kept (what lets the model tag words it never saw: ``-ly``, ``-ing``, capitals,
+digits). Both go through a bidirectional recurrent stack that returns one vector per
+token, then a softmax over the tags. The loss (with label smoothing) and the accuracy skip
+padding (sample weight 0), and training batches hold sentences of similar length. Word dropout reads rare training
+words as ``<unk>`` now and then (a word seen n times with probability ``word_dropout / n``,
+drawn each epoch), so the model learns to lean on spelling and context for unknown words.
+Evaluation reports token accuracy, per-tag scores, accuracy on tokens unseen in training
+and a most-frequent-tag baseline (entity F1 for BIO tag sets).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from seqapp.config import Config, ModelConfig, setting
+from seqapp.errors import SeqappError
+from seqapp.layers import is_recurrent, recurrent_stack
+from seqapp.metrics import class_table, classification_metrics, entity_scores, is_bio
+from seqapp.plots import plot_confusion
+from seqapp.tasks.base import JSON_OUTPUT, PredictOption, Splits, Task, held_out, log, main_split
+from seqapp.tasks.tagging_data import (
+    CONLLU_TAG_COLUMNS,
+    Encoder,
+    Sentences,
+    load_splits,
+    split_tokens,
+    tagged_dataset,
+    word_key,
+)
+from seqapp.text import PAD_ID, SPECIALS, Tokenizer
+
+PREDICT_BATCH_SIZE = 256
+
+
+@dataclass
+class TaggingDataConfig:
+    """Where the tagged sentences come from, how they are split and how words are read."""
+
+    path: str | None = setting(None, "CoNLL-U or token<TAB>tag file; null = the bundled data/tagging.tsv")
+    format: str = setting("auto", "auto (.conllu suffix or ten-field lines) | conllu | columns",
+                          choices=("auto", "conllu", "columns"))
+    tag_column: str = setting("upos", "CoNLL-U: upos | xpos | a 0-based column; columns: a 0-based column, "
+                              "anything else means the last column")
+    val_path: str | None = setting(None, "held-out validation file, instead of a split of data.path")
+    test_path: str | None = setting(None, "held-out test file, instead of a split of data.path")
+    val_fraction: float = setting(0.1, "share of data.path's sentences for validation (without val_path)",
+                                  min=0.0, max=0.5, high_open=True)
+    test_fraction: float = setting(0.1, "share of data.path's sentences for test (without test_path)",
+                                   min=0.0, max=0.5, high_open=True)
+    split_seed: int = setting(0, "shuffles the sentence split; fixed so evaluate sees the same test set", min=0)
+    lower: bool = setting(True, "lower-case words for the word vocabulary (the characters keep their case)")
+    min_count: int = setting(1, "drop words seen fewer times in training (they read as <unk>)", min=1)
+    max_vocab: int | None = setting(None, "keep the most frequent words, specials included; null = all", min=5)
+    max_word_len: int = setting(20, "characters per word for the spelling features (longer: start and end)",
+                                min=4)
+
+
+@dataclass
+class TaggingModelConfig(ModelConfig):
+    """The shared recurrent stack (bidirectional by default) plus the character CNN."""
+
+    bidirectional: bool = setting(True, "read each sentence in both directions")
+    char_dim: int = setting(24, "size of each character's embedding", min=1)
+    char_filters: int = setting(64, "character CNN filters (spelling features per word); 0 = no character features",
+                                min=0)
+    char_kernel: int = setting(3, "character CNN window, in characters", min=1)
+    word_dropout: float = setting(0.5, "a training word seen n times reads as <unk> with probability word_dropout / n "
+                                  "(teaches tagging unknown words)", min=0.0, max=1.0)
+    label_smoothing: float = setting(0.1, "share of each target spread over all tags (curbs overconfidence)",
+                                     min=0.0, max=1.0, high_open=True)
+
+
+class Tagging(Task):
+    """Sequence labeller; ``seqapp predict "The cat sat ."`` prints ``The/DET cat/NOUN sat/VERB ./PUNCT``."""
+
+    name: ClassVar[str] = "tagging"
+    summary: ClassVar[str] = "one tag per token (parts of speech, entities): bidirectional RNN + character CNN"
+    DataConfig: ClassVar[type] = TaggingDataConfig
+    ModelConfig: ClassVar[type] = TaggingModelConfig
+    predict_options: ClassVar[tuple[PredictOption, ...]] = (JSON_OUTPUT,)
+    tiny: ClassVar[dict] = {
+        "set": ["model.units=8", "model.embedding_dim=8", "model.char_dim=4", "model.char_filters=8"],
+        "inputs": ["I saw her duck .", "The cat sat on the mat."],
+        "options": {},
+    }
+
+    @classmethod
+    def validate_config(cls, cfg: Config) -> None:
+        """Check the tag column and the split, and make held-out paths absolute.
+
+        Absolute paths keep a run's ``config.yaml`` usable from any folder.
+        """
+        data = cfg.data
+        if not (data.tag_column.isdigit() or data.tag_column in CONLLU_TAG_COLUMNS):
+            raise SeqappError(f"data.tag_column={data.tag_column!r} is not allowed; use upos, xpos or a 0-based "
+                              "column index")
+        if data.val_fraction + data.test_fraction >= 0.9:
+            raise SeqappError("data.val_fraction + data.test_fraction must be below 0.9; keep most data for training")
+        data.val_path = str(Path(data.val_path).resolve()) if data.val_path else None
+        data.test_path = str(Path(data.test_path).resolve()) if data.test_path else None
+
+    # -- data -------------------------------------------------------------------------
+    def load_data(self, cfg: Config) -> Splits:
+        """Tagged sentences: held-out files where named, else sentence splits of ``data.path``."""
+        return load_splits(cfg.data)
+
+    def fit_preprocessing(self, cfg: Config, splits: Splits) -> dict:
+        """Word and character vocabularies from the training split, and the tag list."""
+        data, model = cfg.data, cfg.model
+        counts = Counter(word_key(token, data.lower) for tokens in splits.train.tokens for token in tokens)
+        ranked = sorted((word for word, n in counts.items() if n >= data.min_count and word not in SPECIALS),
+                        key=lambda word: (-counts[word], word))
+        if data.max_vocab is not None:
+            ranked = ranked[:data.max_vocab - len(SPECIALS)]
+        words = [token for tokens in splits.train.tokens for token in tokens]
+        char_vocab = Tokenizer("char").fit(words).vocab if model.char_filters else None
+        return {
+            "word_vocab": [*SPECIALS, *ranked],
+            "lower": data.lower,
+            "char_vocab": char_vocab,
+            "max_word_len": data.max_word_len,
+            "tags": sorted({tag for part in (splits.train, splits.val, splits.test) for tags in part.tags
+                            for tag in tags}),
+            "train_sentences": len(splits.train),
+        }
+
+    def datasets(self, cfg: Config, prep: dict, splits: Splits) -> tuple[Any, Any]:
+        """Length-bucketed batches of (features, one-hot tags, weights); only training drops words."""
+        batch_size, seed = cfg.train.batch_size, cfg.train.random_seed
+        train = tagged_dataset(splits.train, prep, batch_size, shuffle=True, seed=seed,
+                               word_dropout=cfg.model.word_dropout)
+        val = tagged_dataset(splits.val, prep, batch_size, shuffle=False) if len(splits.val) else None
+        return train, val
+
+    # -- model ------------------------------------------------------------------------
+    def build_model(self, cfg: Config, prep: dict) -> Any:
+        """The tagger, compiled with a padding-free loss and token accuracy.
+
+        Label smoothing keeps the validation loss falling while accuracy still rises (without
+        it the loss turns up early from overconfidence and early stopping cuts training short).
+        """
+        import keras
+
+        from seqapp.training import optimizer
+
+        steps_per_epoch = -(-prep["train_sentences"] // cfg.train.batch_size)
+        model = tagger(prep, cfg.model)
+        model.compile(optimizer=optimizer(cfg.train, steps_per_epoch),
+                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.model.label_smoothing),
+                      weighted_metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+        return model
+
+    # -- evaluation -------------------------------------------------------------------
+    def evaluate(self, run: Any, splits: Splits) -> dict:
+        """Token accuracy, per-tag scores, unseen-token accuracy (and entity F1 for BIO tags)
+        on val and test, beside the most-frequent-tag baseline."""
+        tags, lower = run.preprocessing["tags"], run.preprocessing["lower"]
+        baseline = MostFrequentTag(splits.train, tags, lower)
+        metrics: dict[str, Any] = {"tags": tags}
+        for split, sentences in held_out(splits).items():
+            check_tags(sentences, tags)
+            unseen = np.asarray([not baseline.knows(token) for tokens in sentences.tokens for token in tokens])
+            predicted = predict_tags(run, sentences.tokens)
+            metrics[split] = tagging_scores(sentences, predicted, tags, unseen)
+            guessed = [[baseline.tag(token) for token in tokens] for tokens in sentences.tokens]
+            base = tagging_scores(sentences, guessed, tags, unseen)
+            metrics.setdefault("baseline_most_frequent_tag", {})[split] = {
+                key: base[key] for key in ("accuracy", "unseen_accuracy", "macro_f1", "entities") if key in base}
+        metrics["sentences"] = {name: len(part) for name, part in vars(splits).items()}
+        metrics["tokens"] = {name: part.token_count() for name, part in vars(splits).items()}
+        return metrics
+
+    def headline(self, metrics: dict) -> str:
+        """Main-split accuracy, unseen-token accuracy and the baseline's accuracy."""
+        split = main_split(metrics)
+        if split is None:
+            return ""
+        scores = metrics[split]
+        base = metrics.get("baseline_most_frequent_tag", {}).get(split, {}).get("accuracy")
+        base_text = f" (most-frequent-tag {base:.3f})" if base is not None else ""
+        return f"{split} accuracy {scores['accuracy']:.3f}, unseen words {scores['unseen_accuracy']:.3f}{base_text}"
+
+    def format_metrics(self, metrics: dict) -> list[str]:
+        """Per split: accuracy, unseen-token accuracy, macro F1 (entity F1) and the baseline;
+        then the per-tag table of the main split."""
+        split = main_split(metrics)
+        if split is None:
+            return ["no held-out sentences to evaluate on"]
+        lines = ["sentences: " + ", ".join(f"{name} {n}" for name, n in metrics.get("sentences", {}).items()),
+                 "tokens:    " + ", ".join(f"{name} {n}" for name, n in metrics.get("tokens", {}).items())]
+        for name in ("val", "test", "train"):
+            if name in metrics:
+                lines.append(f"{name:<5} {score_line(metrics[name])}   (unseen tokens: "
+                             f"{metrics[name]['unseen_share']:.1%})")
+                base = metrics.get("baseline_most_frequent_tag", {}).get(name)
+                if base:
+                    lines.append(f"      {score_line(base)}   most-frequent-tag baseline")
+        lines.append("")
+        lines.extend(class_table(metrics[split], metrics["tags"], split))
+        return lines
+
+    def plots(self, run: Any, splits: Splits, folder: Any) -> None:
+        """The tag confusion matrix of the main held-out split as ``confusion_matrix.png``."""
+        metrics = run.metrics or self.evaluate(run, splits)
+        split = main_split(metrics)
+        if split is not None:
+            plot_confusion(metrics[split]["confusion_matrix"], metrics["tags"], split,
+                           Path(folder) / "confusion_matrix.png")
+
+    # -- prediction -------------------------------------------------------------------
+    def predict(self, run: Any, inputs: list[str], **opts: Any) -> Iterator[str]:
+        """``token/TAG`` for each token of each input (split by :func:`split_tokens`), or
+        with ``json`` one object per input; unknown words are reported as a warning."""
+        if not inputs:
+            raise SeqappError("give sentences to tag: as arguments, with --file FILE, or '-' to read stdin")
+        token_lists = [split_tokens(text) for text in inputs]
+        warn_unknown(run.preprocessing, token_lists)
+        for text, tokens, tags in zip(inputs, token_lists, predict_tags(run, token_lists)):
+            if opts.get("json"):
+                yield json.dumps({"text": text, "tokens": tokens, "tags": tags}, ensure_ascii=False)
+            else:
+                yield " ".join(f"{token}/{tag}" for token, tag in zip(tokens, tags))
+
+
+# -- model --------------------------------------------------------------------------
+def tagger(prep: dict, model_cfg: Any) -> Any:
+    """Word embedding (+ character CNN) -> recurrent stack over the sentence -> tag softmax per token.
+
+    The padding mask is handed to each recurrent layer explicitly: ``Concatenate`` would
+    unmask padded steps (it keeps a step when any of its inputs does, and the spelling
+    features carry no mask).
+    """
+    import keras
+
+    words = keras.Input((None,), dtype="int32", name="words")
+    tokens = keras.ops.not_equal(words, PAD_ID)
+    inputs = {"words": words}
+    x = keras.layers.Embedding(len(prep["word_vocab"]), model_cfg.embedding_dim, mask_zero=True,
+                               name="word_embedding")(words)
+    if prep["char_vocab"]:
+        inputs["chars"] = keras.Input((None, prep["max_word_len"]), dtype="int32", name="chars")
+        spelling = spelling_features(inputs["chars"], len(prep["char_vocab"]), model_cfg, prep["max_word_len"])
+        x = keras.layers.Concatenate(name="word_and_spelling")([x, spelling])
+    if model_cfg.dropout > 0:
+        x = keras.layers.Dropout(model_cfg.dropout, name="input_dropout")(x)
+    stack = recurrent_stack(model_cfg.cell, model_cfg.units, model_cfg.layers, model_cfg.dropout,
+                            bidirectional=model_cfg.bidirectional, return_sequences=True, name="encoder")
+    for layer in stack:
+        x = layer(x, mask=tokens) if is_recurrent(layer) else layer(x)
+    probabilities = keras.layers.Dense(len(prep["tags"]), activation="softmax", name="tag_probabilities")(x)
+    return keras.Model(inputs, probabilities, name="tagger")
+
+
+def spelling_features(chars: Any, char_vocab_size: int, model_cfg: Any, width: int) -> Any:
+    """One vector per word from its characters: embedding -> CNN along the word -> max over it."""
+    import keras
+
+    x = keras.layers.Embedding(char_vocab_size, model_cfg.char_dim, name="char_embedding")(chars)
+    x = keras.layers.Conv2D(model_cfg.char_filters, (1, model_cfg.char_kernel), padding="same", activation="relu",
+                            name="char_cnn")(x)  # (batch, words, chars, filters): a 1-wide kernel keeps words apart
+    x = keras.layers.MaxPooling2D((1, width), name="char_max")(x)
+    return keras.layers.Reshape((-1, model_cfg.char_filters), name="spelling")(x)
+
+
+def predict_tags(run: Any, token_lists: list[list[str]]) -> list[list[str]]:
+    """The most probable tag of every token, sentences batched by length."""
+    encoder = Encoder(run.preprocessing)
+    tags = run.preprocessing["tags"]
+    order = sorted((i for i, tokens in enumerate(token_lists) if tokens), key=lambda i: len(token_lists[i]))
+    predicted: list[list[str]] = [[] for _ in token_lists]
+    for start in range(0, len(order), PREDICT_BATCH_SIZE):
+        batch = order[start:start + PREDICT_BATCH_SIZE]
+        probabilities = run.model.predict_on_batch(encoder.batch([token_lists[i] for i in batch]))
+        for row, i in enumerate(batch):
+            predicted[i] = [tags[k] for k in np.asarray(probabilities[row, :len(token_lists[i])]).argmax(axis=-1)]
+    return predicted
+
+
+def warn_unknown(prep: dict, token_lists: list[list[str]]) -> None:
+    """Log the words outside the run's vocabulary (tagged from spelling and context alone)."""
+    encoder = Encoder(prep)
+    unknown = dict.fromkeys(token for tokens in token_lists for token in tokens if not encoder.knows(token))
+    if unknown:
+        how = "spelling and context" if prep["char_vocab"] else "context"
+        log.warning("unknown words, tagged from their %s: %s", how, " ".join(unknown))
+
+
+# -- evaluation ---------------------------------------------------------------------
+class MostFrequentTag:
+    """The baseline: a known word's most frequent training tag; an unknown word is PROPN
+    if capitalised, else NOUN (when the tag set has them), else the most frequent tag.
+
+    Words are looked up the way the word vocabulary reads them (lower-cased with ``lower``),
+    which also defines the tokens "unseen in training" that evaluation reports on.
+    """
+
+    def __init__(self, train: Sentences, tags: list[str], lower: bool) -> None:
+        by_word: dict[str, Counter] = {}
+        for tokens, token_tags in zip(train.tokens, train.tags):
+            for token, tag in zip(tokens, token_tags):
+                by_word.setdefault(word_key(token, lower), Counter())[tag] += 1
+        self.table = {word: counts.most_common(1)[0][0] for word, counts in by_word.items()}
+        overall = Counter(tag for token_tags in train.tags for tag in token_tags)
+        self.fallback = overall.most_common(1)[0][0]
+        self.tags = set(tags)
+        self.lower = lower
+
+    def knows(self, token: str) -> bool:
+        """True when ``token`` occurs in the training split."""
+        return word_key(token, self.lower) in self.table
+
+    def tag(self, token: str) -> str:
+        """The baseline's tag for ``token``."""
+        if self.knows(token):
+            return self.table[word_key(token, self.lower)]
+        if token[:1].isupper() and "PROPN" in self.tags:
+            return "PROPN"
+        return "NOUN" if "NOUN" in self.tags else self.fallback
+
+
+def tagging_scores(sentences: Sentences, predicted: list[list[str]], tags: list[str], unseen: np.ndarray) -> dict:
+    """Accuracy, per-tag scores, macro F1, accuracy on and share of the ``unseen`` tokens (a
+    flag per token); entity scores for BIO tags."""
+    index = {tag: i for i, tag in enumerate(tags)}
+    truth = np.asarray([index[tag] for sentence in sentences.tags for tag in sentence], np.int64)
+    guess = np.asarray([index[tag] for sentence in predicted for tag in sentence], np.int64)
+    scores = classification_metrics(truth, guess, tags)
+    hits = truth[unseen] == guess[unseen]
+    scores["unseen_accuracy"] = round(float(hits.mean()), 5) if len(hits) else 0.0
+    scores["unseen_share"] = round(float(unseen.mean()), 5)
+    if is_bio(tags):
+        scores["entities"] = entity_scores(sentences.tags, predicted)
+    return scores
+
+
+def score_line(scores: dict) -> str:
+    """Accuracy, unseen-token accuracy, macro F1 (and entity F1) on one line."""
+    line = (f"accuracy {scores['accuracy']:.4f}  unseen {scores['unseen_accuracy']:.4f}  "
+            f"macro F1 {scores['macro_f1']:.4f}")
+    if "entities" in scores:
+        line += f"  entity F1 {scores['entities']['f1']:.4f}"
+    return line
+
+
+def check_tags(sentences: Sentences, tags: list[str]) -> None:
+    """Refuse a held-out tag the run does not know (the error names the sentence)."""
+    known = set(tags)
+    for sentence_tags, where in zip(sentences.tags, sentences.sources):
+        unknown = [tag for tag in sentence_tags if tag not in known]
+        if unknown:
+            raise SeqappError(f"sentence at {where}: tag '{unknown[0]}' is not one the run was trained with "
+                              f"({', '.join(tags)}); train a new run on this data")
