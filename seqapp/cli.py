@@ -107,6 +107,7 @@ def train(
     """Train a model from a task template and save it as a run."""
     from seqapp.tasks import load_config
 
+    runs.check_name(name)
     values: dict[str, Any] = {}
     if epochs is not None:
         values["train.epochs"] = epochs
@@ -300,8 +301,12 @@ def list_runs(
         get_task(task)
     rows = []
     for path in runs.run_dirs(out, task):
-        run = runs.load(path)
-        metrics = run.metrics
+        try:
+            run = runs.load(path)
+            metrics = run.metrics
+        except SeqappError as exc:
+            logging.getLogger("seqapp").warning(f"skipping the damaged run {path}: {exc}")
+            continue
         rows.append({
             "task": run.task, "run": str(path), "date": path.name[:15],
             "cell": run.config.model.cell, "units": run.config.model.units,

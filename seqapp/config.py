@@ -18,6 +18,7 @@ they are documented once (``seqapp config show``, the README's settings tables):
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Sequence
@@ -210,6 +211,8 @@ def check_value(key: str, value: Any, hint: Any, meta: dict) -> Any:
         raise SeqappError(f"{key}={value!r} is not allowed; choose one of: {allowed}")
     items = value if isinstance(value, list) else [value]
     for item in items:
+        if isinstance(item, float) and not math.isfinite(item):
+            raise SeqappError(f"{key}={value!r} is not a finite number; give an ordinary number")
         if "min" in meta and (item < meta["min"] or (meta.get("low_open") and item == meta["min"])):
             raise SeqappError(f"{key}={value!r} is out of range; {describe_range(meta)}")
         if "max" in meta and (item > meta["max"] or (meta.get("high_open") and item == meta["max"])):

@@ -10,7 +10,9 @@ never leaves a half-written run where a good one stood, and never touches older 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -22,6 +24,8 @@ from typing import Any
 from seqapp.config import Config
 from seqapp.errors import SeqappError
 from seqapp.tasks import load_saved_config
+
+log = logging.getLogger("seqapp")
 
 REQUIRED = ("model.keras", "preprocessing.json", "config.yaml")
 
@@ -52,7 +56,12 @@ class Run:
     def metrics(self) -> dict:
         """The metrics saved at the end of training (empty if none)."""
         path = self.path / "metrics.json"
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        if not path.exists():
+            return {}
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise SeqappError(f"{path} cannot be read ({exc}); the run is damaged, train it again") from None
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -76,6 +85,7 @@ def create(out: Path, task: str, name: str | None = None) -> Iterator[Draft]:
 
     On an exception (or Ctrl-C) the partial folder is removed and nothing else changes.
     """
+    check_name(name)
     task_dir = Path(out) / task
     task_dir.mkdir(parents=True, exist_ok=True)
     draft = Draft(path=task_dir / f".partial-{os.getpid()}-{time.time_ns()}")
@@ -87,6 +97,13 @@ def create(out: Path, task: str, name: str | None = None) -> Iterator[Draft]:
         raise
     draft.final = unique_name(task_dir, name)
     os.replace(draft.path, draft.final)
+
+
+def check_name(name: str | None) -> None:
+    """Refuse a ``--name`` that is not a plain folder-name suffix (before any training starts)."""
+    if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+        raise SeqappError(f"--name {name!r} cannot be part of a folder name; use up to 64 letters, digits, "
+                          "'.', '_' or '-', starting with a letter or digit")
 
 
 def unique_name(task_dir: Path, name: str | None) -> Path:
@@ -107,8 +124,23 @@ def load(path: Path) -> Run:
     if missing:
         raise SeqappError(f"{path} is not a seqapp run (no {missing[0]}); list runs with 'seqapp runs'")
     cfg = load_saved_config(path / "config.yaml")
-    prep = json.loads((path / "preprocessing.json").read_text(encoding="utf-8"))
+    try:
+        prep = json.loads((path / "preprocessing.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise SeqappError(f"{path / 'preprocessing.json'} cannot be read ({exc}); the run is damaged, "
+                          "train it again") from None
+    if not isinstance(prep, dict):
+        raise SeqappError(f"{path / 'preprocessing.json'} is not a JSON object; the run is damaged, train it again")
     return Run(path=path, config=cfg, preprocessing=prep)
+
+
+def age(run: Path) -> tuple[str, int]:
+    """Sort key of a run folder: its timestamp name, then when its model was written.
+
+    Not the config's modification time: editing an old run's config.yaml must not make it
+    the latest.
+    """
+    return run.name[:15], (run / "model.keras").stat().st_mtime_ns
 
 
 def run_dirs(out: Path, task: str | None = None) -> list[Path]:
@@ -121,7 +153,7 @@ def run_dirs(out: Path, task: str | None = None) -> list[Path]:
         for run in task_dir.glob("[0-9]*")
         if run.is_dir() and all((run / name).exists() for name in REQUIRED)
     ]
-    return sorted(found, key=lambda run: (run / "config.yaml").stat().st_mtime_ns)
+    return sorted(found, key=age)
 
 
 def latest(out: Path, tasks: str | Sequence[str] | None = None) -> Run:
@@ -133,7 +165,12 @@ def latest(out: Path, tasks: str | Sequence[str] | None = None) -> Run:
         what = f"no {wanted} run" if wanted else "no run"
         raise SeqappError(f"{what} found in {out}; train one first with 'seqapp train {wanted or 'TASK'}' "
                           "or pass --run DIR")
-    return load(max(found, key=lambda path: (path / "config.yaml").stat().st_mtime_ns))
+    for path in sorted(found, key=age, reverse=True):
+        try:
+            return load(path)
+        except SeqappError as exc:
+            log.warning(f"skipping the damaged run {path}: {exc}")
+    raise SeqappError(f"every run found in {out} is damaged (see the warnings); train a new one")
 
 
 def find(run_dir: Path | None, out: Path, tasks: Sequence[str] | None = None) -> Run:

@@ -10,6 +10,7 @@ generation reproducible.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,14 +18,17 @@ import numpy as np
 
 from seqapp.errors import SeqappError
 
+TOP_P_TOLERANCE = 1e-6
+
 
 def check_options(temperature: float, top_k: int | None, top_p: float | None) -> None:
     """Reject impossible sampling settings with a clear message."""
-    if temperature < 0:
-        raise SeqappError(f"--temperature {temperature} is negative; use 0 for greedy decoding or a value > 0")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise SeqappError(f"--temperature {temperature} must be a finite number >= 0; use 0 for greedy decoding "
+                          "or a value > 0 such as 0.8")
     if top_k is not None and top_k < 1:
         raise SeqappError(f"--top-k {top_k} must be at least 1 (or leave it out)")
-    if top_p is not None and not 0 < top_p <= 1:
+    if top_p is not None and not 0 < top_p <= 1:  # NaN fails this too
         raise SeqappError(f"--top-p {top_p} must be in (0, 1] (1 keeps every token)")
 
 
@@ -52,7 +56,10 @@ def filter_logits(logits: Any, temperature: float = 1.0, top_k: int | None = Non
     if top_p is not None and top_p < 1:
         ordered = tf.sort(logits, direction="DESCENDING", axis=-1)
         mass_before = tf.math.cumsum(tf.nn.softmax(ordered), axis=-1, exclusive=True)
-        smallest_kept = tf.reduce_min(tf.where(mass_before < top_p, ordered, np.inf), axis=-1, keepdims=True)
+        # a mass within TOP_P_TOLERANCE of top_p counts as reaching it (float32 sums round);
+        # the most likely token (mass before it: 0) is always kept
+        below = mass_before < max(top_p - TOP_P_TOLERANCE, 1e-12)
+        smallest_kept = tf.reduce_min(tf.where(below, ordered, np.inf), axis=-1, keepdims=True)
         logits = tf.where(logits < smallest_kept, minus_inf, logits)
     return logits
 

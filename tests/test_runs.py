@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -18,7 +19,7 @@ def fake_run(out, template: str, stamp_ns: int):
         config.save(cfg, draft.path / "config.yaml")
         runs.write_json(draft.path / "preprocessing.json", {})
         (draft.path / "model.keras").write_bytes(b"placeholder")
-    os.utime(draft.final / "config.yaml", ns=(stamp_ns, stamp_ns))
+    os.utime(draft.final / "model.keras", ns=(stamp_ns, stamp_ns))
     return draft.final
 
 
@@ -47,3 +48,34 @@ def test_a_failed_draft_leaves_nothing_behind(tmp_path):
         (draft.path / "model.keras").write_bytes(b"half")
         raise RuntimeError("killed")
     assert sorted(p.name for p in (tmp_path / "textgen").iterdir()) == [kept.name]
+
+
+def test_editing_an_old_config_does_not_make_it_the_latest(tmp_path):
+    old = fake_run(tmp_path, "textgen", 1_000)
+    new = fake_run(tmp_path, "textgen", 2_000)
+    (old / "config.yaml").write_text((old / "config.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    assert runs.latest(tmp_path, "textgen").path == new
+
+
+def test_a_damaged_run_is_skipped_with_a_warning_and_never_breaks_the_others(tmp_path, cli, caplog):
+    good = fake_run(tmp_path, "sine", 1_000)
+    broken = fake_run(tmp_path, "sine", 2_000)
+    (broken / "preprocessing.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(SeqappError, match="preprocessing.json cannot be read"):
+        runs.load(broken)
+    with caplog.at_level("WARNING", logger="seqapp"):
+        assert runs.latest(tmp_path, "sine").path == good
+    assert any(str(broken) in record.getMessage() for record in caplog.records)
+    result = cli("runs", "--out", tmp_path, "--json")
+    assert result.exit_code == 0, result.output
+    assert [row["run"] for row in json.loads(result.stdout)] == [str(good)]
+    assert f"warning: skipping the damaged run {broken}" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", ".hidden", "", "x" * 65])
+def test_a_run_name_that_is_not_a_plain_folder_name_is_refused(tmp_path, name):
+    with pytest.raises(SeqappError, match="--name"):
+        runs.check_name(name)
+    with pytest.raises(SeqappError, match="--name"), runs.create(tmp_path, "textgen", name):
+        pass
+    runs.check_name("tiny-1.v2_b")

@@ -92,13 +92,18 @@ def test_sampling_options():
     assert set(draws(probs, top_k=2)) == {2, 3}
     assert set(draws(probs, top_p=0.5)) == {2, 3}  # 0.4 + 0.3 reaches 0.5
     assert set(draws(probs, top_p=0.35)) == {3}  # 0.4 alone reaches 0.35 (no test on the 0.4 boundary)
+    assert set(draws(probs, top_p=0.4)) == {3}  # a float32 sum of 0.39999998 counts as reaching 0.4
+    assert set(draws(probs, top_p=1e-9)) == {3}  # the most likely token is always kept
     assert abs((draws(probs) == 0).mean() - 0.1) < 0.03
     assert (draws(probs, temperature=0.2) == 3).mean() > 0.7
     assert 0 not in draws([0.97, 0.01, 0.01, 0.01], banned=[0], temperature=5)
     assert (draws(probs) == draws(probs)).all()  # same seed, same draws
 
 
-@pytest.mark.parametrize("temperature, top_k, top_p", [(-1, None, None), (1, 0, None), (1, None, 0.0), (1, None, 1.5)])
+@pytest.mark.parametrize("temperature, top_k, top_p", [
+    (-1, None, None), (float("inf"), None, None), (float("nan"), None, None),
+    (1, 0, None), (1, None, 0.0), (1, None, 1.5), (1, None, float("nan")),
+])
 def test_bad_sampling_options(temperature, top_k, top_p):
     from seqapp.errors import SeqappError
 
