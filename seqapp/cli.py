@@ -58,7 +58,11 @@ def show_task_messages() -> None:
 
 
 def handle_errors(command: Callable) -> Callable:
-    """Turn SeqappError into one line on stderr and exit code 2; Ctrl-C into exit 130."""
+    """Turn SeqappError into one line on stderr and exit code 2; Ctrl-C into exit 130.
+
+    An interrupted training says how to resume it and exits 128 + the signal's number
+    (130 for Ctrl-C, 143 for SIGTERM). ``SEQAPP_DEBUG=1`` adds the traceback, for bug reports.
+    """
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -66,13 +70,36 @@ def handle_errors(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except SeqappError as exc:
+            show_traceback()
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted; nothing was saved", err=True)
-            raise typer.Exit(130) from None
+        except Exception as exc:
+            if not isinstance(exc, MemoryError) and type(exc).__name__ != "ResourceExhaustedError":
+                raise
+            show_traceback()
+            typer.echo("error: out of memory; use a smaller model (model.units, model.layers) or a smaller "
+                       "train.batch_size", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt as exc:
+            draft = getattr(exc, "draft", None)
+            if draft is not None:
+                typer.echo(f"interrupted; the training state is saved. resume with: seqapp train --resume {draft}",
+                           err=True)
+            else:
+                typer.echo("interrupted; nothing was saved", err=True)
+            raise typer.Exit(128 + getattr(exc, "signum", 2)) from None
 
     return wrapper
+
+
+def show_traceback() -> None:
+    """With ``SEQAPP_DEBUG=1``, print the traceback of the exception being handled."""
+    import os
+
+    if os.environ.get("SEQAPP_DEBUG", "") not in ("", "0"):
+        import traceback
+
+        traceback.print_exc()
 
 
 def version_callback(value: bool) -> None:
@@ -92,7 +119,10 @@ def main(
 @app.command()
 @handle_errors
 def train(
-    task: TemplateArgument,
+    task: Annotated[str | None, typer.Argument(
+        metavar="TASK|DRAFT", show_default=False,
+        help="Task or template name (see 'seqapp tasks'), or a .yaml template path; with --resume, "
+             "the draft folder to continue (default: the newest).")] = None,
     data: Annotated[Path | None, typer.Option(
         "--data", help="Data file to train on (default: the bundled data).")] = None,
     epochs: Annotated[int | None, typer.Option(
@@ -102,31 +132,63 @@ def train(
     random_seed: Annotated[int | None, typer.Option(
         "--random-seed", help="Random seed (overrides train.random_seed).")] = None,
     overrides: SetOption = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue an interrupted training (see 'seqapp runs --drafts') with its saved "
+                         "settings: the draft named, or the newest under --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-epoch progress output.")] = False,
 ) -> None:
-    """Train a model from a task template and save it as a run."""
+    """Train a model from a task template and save it as a run (Ctrl-C saves the state to resume)."""
+    if resume:
+        run = resume_training(task, out, quiet, data=data, epochs=epochs, name=name,
+                              random_seed=random_seed, overrides=overrides)
+    else:
+        run = new_training(task, data, epochs, out, name, random_seed, overrides or [], quiet)
+    typer.echo(f"saved run {run.path}")
+    summary = get_task(run.task)().headline(run.metrics)
+    if summary:
+        typer.echo(summary)
+
+
+def new_training(task: str | None, data: Path | None, epochs: int | None, out: Path, name: str | None,
+                 random_seed: int | None, overrides: list[str], quiet: bool) -> runs.Run:
+    """``seqapp train TASK``: resolve the template, check the data, train and save a run."""
     from seqapp.tasks import load_config
 
+    if task is None:
+        raise SeqappError("name a task or template to train (see 'seqapp tasks'), or continue an "
+                          "interrupted training with --resume")
     runs.check_name(name)
     values: dict[str, Any] = {}
     if epochs is not None:
         values["train.epochs"] = epochs
     if random_seed is not None:
         values["train.random_seed"] = random_seed
-    cfg = load_config(task, overrides or [], values, data_file=data)
+    cfg = load_config(task, overrides, values, data_file=data)
     if data is not None and not data.is_dir():  # a folder is the task's to accept or refuse
         from seqapp import datafiles
 
         datafiles.read_text(data)  # fail fast on a missing/empty/binary file, before TensorFlow starts
-
     backend.start()
     from seqapp.training import train as train_run
 
-    run = train_run(cfg, out, name, verbose=0 if quiet else None)
-    typer.echo(f"saved run {run.path}")
-    summary = get_task(cfg.task)().headline(run.metrics)
-    if summary:
-        typer.echo(summary)
+    return train_run(cfg, out, name, verbose=0 if quiet else None)
+
+
+def resume_training(draft: str | None, out: Path, quiet: bool, **settings: Any) -> runs.Run:
+    """``seqapp train --resume [DRAFT]``: continue an interrupted training with its saved settings."""
+    given = [key for key, value in settings.items() if value not in (None, [])]
+    if given:
+        option = "--" + given[0].replace("_", "-")
+        raise SeqappError(f"--resume continues a training with its saved settings; drop {option}, "
+                          "or start a new training without --resume")
+    from seqapp import drafts
+
+    path = Path(draft) if draft else drafts.newest(out)
+    drafts.open_draft(path).unlock()  # a clear error now if it cannot be resumed, before TensorFlow starts
+    backend.start()
+    from seqapp.training import resume as resume_run
+
+    return resume_run(path, out, verbose=0 if quiet else None)
 
 
 @app.command()
@@ -183,7 +245,7 @@ def evaluate(
     typer.echo(f"evaluating {run.path}", err=True)
     metrics = task.evaluate(run, task.load_data(run.config))
     if as_json:
-        typer.echo(json.dumps({"run": str(run.path), "task": run.task, "metrics": metrics}, indent=2))
+        typer.echo(json.dumps(runs.finite({"run": str(run.path), "task": run.task, "metrics": metrics}), indent=2))
         return
     typer.echo(f"{run.task} run {run.path.name}")
     for line in task.format_metrics(metrics):
@@ -295,10 +357,34 @@ def list_runs(
     out: OutOption = RUNS_ROOT,
     task: Annotated[str | None, typer.Option("--task", help="Only runs of this task.")] = None,
     as_json: JsonOption = False,
+    show_drafts: Annotated[bool, typer.Option(
+        "--drafts", help="List interrupted (and running) trainings instead, with how far they got.")] = False,
+    clean_drafts: Annotated[bool, typer.Option(
+        "--clean-drafts", help="Delete the interrupted trainings (not those running now).")] = False,
 ) -> None:
     """List past runs with their headline metrics, oldest first."""
     if task is not None:
         get_task(task)
+    if clean_drafts:
+        return remove_drafts(out)
+    rows = draft_rows(out, task) if show_drafts else run_rows(out, task)
+    if as_json:
+        typer.echo(json.dumps(runs.finite(rows), indent=2, allow_nan=False))
+        return
+    if not rows:
+        what = "interrupted trainings" if show_drafts else "runs"
+        typer.echo(f"no {what} in {out}" + ("" if show_drafts else "; train one with 'seqapp train TASK'"))
+        return
+    for row in rows:
+        if show_drafts:
+            typer.echo(f"{row['task']:<10} {row['draft']:<56} {row['progress']}")
+        else:
+            typer.echo(f"{row['task']:<10} {row['run']:<48} {row['cell']:>9}x{row['units']:<5} "
+                       f"{row['epochs'] or '?':>3} ep  {row['headline']}")
+
+
+def run_rows(out: Path, task: str | None) -> list[dict]:
+    """One row per loadable run; damaged ones are skipped with a warning naming them."""
     rows = []
     for path in runs.run_dirs(out, task):
         try:
@@ -313,15 +399,39 @@ def list_runs(
             "epochs": metrics.get("epochs_trained"), "headline": get_task(run.task)().headline(metrics),
             "metrics": metrics,
         })
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        typer.echo(f"no runs in {out}; train one with 'seqapp train TASK'")
-        return
-    for row in rows:
-        typer.echo(f"{row['task']:<10} {row['run']:<48} {row['cell']:>9}x{row['units']:<5} "
-                   f"{row['epochs'] or '?':>3} ep  {row['headline']}")
+    return rows
+
+
+def draft_rows(out: Path, task: str | None) -> list[dict]:
+    """One row per draft folder, with a short phrase saying how far it got."""
+    from seqapp import drafts
+
+    rows = []
+    for path in drafts.find(out, task):
+        row = drafts.describe(path)
+        if row["running"]:
+            progress = "training now"
+        elif not row["resumable"]:
+            progress = f"cannot be resumed{': ' + row['problem'] if row.get('problem') else ''}"
+        elif row["epoch"] is None:
+            progress = "no epoch finished; --resume starts it again"
+        else:
+            progress = f"{row['epoch']} epochs" + (f" and {row['step']} batches" if row["step"] else "") + " done"
+        rows.append(row | {"progress": progress})
+    return rows
+
+
+def remove_drafts(out: Path) -> None:
+    """``seqapp runs --clean-drafts``."""
+    from seqapp import drafts
+
+    removed, running = drafts.clean(out)
+    for path in removed:
+        typer.echo(f"removed {path}")
+    for path in running:
+        typer.echo(f"kept {path}: a training is running in it", err=True)
+    if not removed and not running:
+        typer.echo(f"no interrupted trainings in {out}")
 
 
 config_app = typer.Typer(help="Show task templates fully resolved, with every setting explained.",

@@ -60,26 +60,28 @@ class ModelConfig:
     """The recurrent stack every task builds (see ``seqapp.layers``)."""
 
     cell: str = setting("lstm", "recurrent cell of every layer", choices=CELLS)
-    units: int = setting(256, "units per recurrent layer (per direction when bidirectional)", min=1)
-    layers: int = setting(1, "stacked recurrent layers; all but the last return sequences", min=1)
+    units: int = setting(256, "units per recurrent layer (per direction when bidirectional)", min=1, max=8192)
+    layers: int = setting(1, "stacked recurrent layers; all but the last return sequences", min=1, max=64)
     dropout: float = setting(0.0, "rate of the Dropout layer after each recurrent layer; 0: none",
                              min=0.0, max=1.0, high_open=True)
     bidirectional: bool = setting(False, "read each sequence both ways (Bidirectional wrapper)")
-    embedding_dim: int = setting(64, "size of the token embedding vectors", min=1)
+    embedding_dim: int = setting(64, "size of the token embedding vectors", min=1, max=8192)
 
 
 @dataclass
 class TrainConfig:
     """Optimiser and training-loop settings shared by all tasks."""
 
-    epochs: int = setting(10, "maximum number of epochs (early stopping may end sooner)", min=1)
-    batch_size: int = setting(64, "examples per training step", min=1)
+    epochs: int = setting(10, "maximum number of epochs (early stopping may end sooner)", min=1, max=100_000)
+    batch_size: int = setting(64, "examples per training step", min=1, max=65536)
     learning_rate: float = setting(0.002, "Adam's learning rate", min=0.0, max=10.0, low_open=True)
     lr_schedule: str = setting("constant", "constant, or cosine: decay from learning_rate to 2% of it over all epochs",
                                choices=("constant", "cosine"))
     clipnorm: float = setting(1.0, "clip each gradient to this norm; 0 turns clipping off", min=0.0)
     patience: int = setting(3, "early stopping: epochs without a better validation loss; 0 turns it off", min=0)
     random_seed: int = setting(0, "seed of weights, shuffling and dropout (--random-seed)", min=0)
+    checkpoint_every: int = setting(0, "also save the training state every this many batches, not only at each "
+                                    "epoch's end; 0: epoch ends only", min=0)
     # On a CPU XLA trains fixed-length LSTM windows about twice as fast, after a few seconds
     # of compiling; inputs whose length changes from batch to batch recompile every time.
     jit_compile: bool | None = setting(None, "XLA-compile the training step; null: Keras's choice (off on CPUs); "

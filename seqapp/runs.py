@@ -2,8 +2,8 @@
 
 A run lives in ``<out>/<task>/<YYYYmmdd-HHMMSS>[-name]/`` and holds ``model.keras``,
 ``preprocessing.json``, ``config.yaml``, ``metrics.json``, ``history.csv`` and
-``plots/``. While training, everything is written into a hidden ``.partial-*`` folder
-beside it, which is renamed into place only when the run is complete: a killed process
+``plots/``. While training, everything is written into a hidden draft folder beside it
+(:mod:`seqapp.drafts`), renamed into place only when the run is complete: a killed process
 never leaves a half-written run where a good one stood, and never touches older runs.
 """
 
@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
-import shutil
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,45 +57,36 @@ class Run:
         path = self.path / "metrics.json"
         if not path.exists():
             return {}
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise SeqappError(f"{path} cannot be read ({exc}); the run is damaged, train it again") from None
+        metrics = read_json(path)
+        if not isinstance(metrics, dict):
+            raise SeqappError(f"{path} is not a JSON object; the run is damaged, train it again")
+        return metrics
+
+
+def read_json(path: Path) -> Any:
+    """A run file's JSON (NaN and infinities read as null); a damaged file is one clear error naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"), parse_constant=lambda _: None)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise SeqappError(f"{path} cannot be read ({exc}); the run is damaged, train it again") from None
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None, so it is valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(item) for item in value]
+    return value
 
 
 def write_json(path: Path, value: Any) -> None:
     """Write JSON through a temporary file and an atomic rename."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(finite(value), indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
-
-
-@dataclass
-class Draft:
-    """A run being written: ``path`` is the hidden folder, ``final`` is set once published."""
-
-    path: Path
-    final: Path | None = None
-
-
-@contextmanager
-def create(out: Path, task: str, name: str | None = None) -> Iterator[Draft]:
-    """Yield a Draft whose hidden folder the caller fills; publish it when the block ends.
-
-    On an exception (or Ctrl-C) the partial folder is removed and nothing else changes.
-    """
-    check_name(name)
-    task_dir = Path(out) / task
-    task_dir.mkdir(parents=True, exist_ok=True)
-    draft = Draft(path=task_dir / f".partial-{os.getpid()}-{time.time_ns()}")
-    draft.path.mkdir()
-    try:
-        yield draft
-    except BaseException:
-        shutil.rmtree(draft.path, ignore_errors=True)
-        raise
-    draft.final = unique_name(task_dir, name)
-    os.replace(draft.path, draft.final)
 
 
 def check_name(name: str | None) -> None:
@@ -124,11 +114,7 @@ def load(path: Path) -> Run:
     if missing:
         raise SeqappError(f"{path} is not a seqapp run (no {missing[0]}); list runs with 'seqapp runs'")
     cfg = load_saved_config(path / "config.yaml")
-    try:
-        prep = json.loads((path / "preprocessing.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise SeqappError(f"{path / 'preprocessing.json'} cannot be read ({exc}); the run is damaged, "
-                          "train it again") from None
+    prep = read_json(path / "preprocessing.json")
     if not isinstance(prep, dict):
         raise SeqappError(f"{path / 'preprocessing.json'} is not a JSON object; the run is damaged, train it again")
     return Run(path=path, config=cfg, preprocessing=prep)

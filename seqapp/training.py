@@ -1,26 +1,29 @@
-"""Training: the tf.data pipeline, seeds, callbacks, and the whole train-and-save flow.
+"""Training: the tf.data pipeline, seeds, the fit loop, and the whole train-and-save flow.
 
-``train(cfg)`` is the flow of one run::
+``train(cfg)`` is the flow of one run, in a draft folder (:mod:`seqapp.drafts`)::
 
-    task.load_data -> task.fit_preprocessing -> task.build_model -> fit (tf.data, callbacks)
-        -> runs: model.keras, preprocessing.json, config.yaml, history.csv, plots, metrics.json
+    task.load_data -> task.fit_preprocessing -> task.build_model -> fit (tf.data, training state)
+        -> model.keras, preprocessing.json, config.yaml, history.csv, plots, metrics.json -> publish
+
+``resume(draft)`` takes an interrupted one up from its saved state (:mod:`seqapp.checkpoint`).
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from seqapp import config as config_mod
-from seqapp import runs
+from seqapp import drafts, faults, runs
 from seqapp.config import Config, TrainConfig
+from seqapp.errors import SeqappError
 from seqapp.plots import plot_history
 from seqapp.runs import Run
-from seqapp.tasks import get_task
+from seqapp.tasks import get_task, load_saved_config
 from seqapp.tasks.base import Splits, Task
 
 
@@ -31,14 +34,55 @@ def set_seed(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
+_data_epoch: Any = None
+
+
+def data_epoch() -> Any:
+    """The epoch the training is in, as a TensorFlow variable that shuffled datasets read.
+
+    The training loop sets it when an epoch begins; a dataset made by :func:`shuffled`
+    reads it each time an epoch's iterator is created.
+    """
+    global _data_epoch
+    if _data_epoch is None:
+        import tensorflow as tf
+
+        _data_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
+    return _data_epoch
+
+
+def shuffled(tensors: Any, size: int, seed: int) -> Any:
+    """A dataset of the ``size`` slices of ``tensors``, in an order set by ``seed`` and the epoch.
+
+    Unlike ``Dataset.shuffle``, whose order follows how many epochs one iterator object
+    has run, the order here depends only on the seed and :func:`data_epoch`: epoch 5 of
+    a resumed training sees the batches it would have seen without the interruption.
+    """
+    import tensorflow as tf
+
+    epoch = data_epoch()
+
+    def epoch_slices(_: Any) -> Any:
+        keys = tf.random.stateless_uniform([size], seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+        return tf.data.Dataset.from_tensor_slices(tf.argsort(keys))
+
+    def pick(index: Any) -> Any:
+        return tf.nest.map_structure(lambda tensor: tf.gather(tensor, index), tensors)
+
+    order = tf.data.Dataset.range(1).flat_map(epoch_slices)
+    order = order.apply(tf.data.experimental.assert_cardinality(size))  # Keras knows an epoch's length
+    return order.map(pick, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
 def make_dataset(inputs: Any, targets: Any, batch_size: int, shuffle: bool, seed: int = 0) -> Any:
     """A batched, prefetched ``tf.data`` pipeline over in-memory arrays."""
     import tensorflow as tf
 
-    dataset = tf.data.Dataset.from_tensor_slices((inputs, targets))
     if shuffle:
         size = len(targets) if not isinstance(targets, (tuple, dict)) else len(next(iter(targets)))
-        dataset = dataset.shuffle(min(size, 100_000), seed=seed, reshuffle_each_iteration=True)
+        dataset = shuffled(tf.nest.map_structure(tf.convert_to_tensor, (inputs, targets)), size, seed)
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices((inputs, targets))
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
@@ -58,30 +102,43 @@ def optimizer(cfg: TrainConfig, steps_per_epoch: int = 1) -> Any:
     return keras.optimizers.Adam(learning_rate=learning_rate, clipnorm=cfg.clipnorm or None)
 
 
-def fit(model: Any, train_ds: Any, val_ds: Any, cfg: TrainConfig, folder: Path, verbose: int | None = None) -> dict:
-    """``model.fit`` with early stopping, best-weights restore, checkpoints and a CSV log.
+def fit(model: Any, train_ds: Any, val_ds: Any, cfg: TrainConfig, folder: Path, verbose: int | None = None,
+        state: Any = None, guard: Any = None) -> dict:
+    """``model.fit`` with early stopping, best weights, history.csv and a resumable training state.
 
-    Returns the Keras history dict. With no validation data, early stopping and the best
-    checkpoint follow the training loss instead.
+    ``state`` (from :func:`seqapp.checkpoint.load`) continues an interrupted training: an
+    epoch stopped half-way first finishes on the batches it had left. ``guard`` (a
+    :class:`~seqapp.checkpoint.SignalGuard`) turns Ctrl-C and SIGTERM into a saved state.
+    Returns the Keras history dict of the whole training. With no validation data, early
+    stopping follows the training loss.
     """
-    import keras
+    from seqapp import checkpoint
 
+    state = state or checkpoint.State()
+    guard = guard or checkpoint.SignalGuard()
     monitor = "val_loss" if val_ds is not None else "loss"
-    (folder / "checkpoints").mkdir(exist_ok=True)
-    callbacks = [
-        keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.patience, restore_best_weights=True)
-        if cfg.patience > 0 else keras.callbacks.Callback(),
-        keras.callbacks.ModelCheckpoint(folder / "checkpoints" / "best.weights.h5", monitor=monitor,
-                                        save_best_only=True, save_weights_only=True),
-        keras.callbacks.CSVLogger(str(folder / "history.csv")),
-    ]
+    keeper = checkpoint.Checkpointer(folder, cfg, monitor, state, guard, data_epoch())
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     if cfg.jit_compile is not None:
         model.jit_compile = cfg.jit_compile  # Keras warns and stays off where a layer cannot be compiled
-    history = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks, verbose=verbose,
-                        shuffle=False)  # tf.data shuffles
-    return history.history
+    guard.deferring = True
+    try:
+        if state.step and not state.done:  # the interrupted epoch, on the batches it had left
+            keeper.pause_after_epoch = True
+            model.fit(train_ds.skip(state.step), validation_data=val_ds, epochs=cfg.epochs, initial_epoch=state.epoch,
+                      callbacks=[keeper], verbose=verbose, shuffle=False)
+            keeper.pause_after_epoch = False
+        if not state.done:
+            model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=state.epoch,
+                      callbacks=[keeper], verbose=verbose, shuffle=False)  # tf.data shuffles
+    finally:
+        guard.deferring = False
+    if keeper.restore_pending:  # finished before the interruption: only the saving was left
+        checkpoint.restore(model, state.arrays, ("model",))
+    if cfg.patience > 0 and state.arrays.get("best"):
+        model.set_weights(state.arrays["best"])
+    return state.history
 
 
 @dataclass
@@ -113,22 +170,70 @@ def prepare(cfg: Config) -> Prepared:
 
 def train(cfg: Config, out: Path, name: str | None = None, verbose: int | None = None,
           log: Callable[[str], None] = print) -> Run:
-    """Train a run for ``cfg`` and save it under ``out``; return the published Run."""
-    ready = prepare(cfg)
-    task, splits, model = ready.task, ready.splits, ready.model
-    log(f"training {cfg.task}: {model.count_params():,} parameters, up to {cfg.train.epochs} epochs")
-    with runs.create(out, cfg.task, name) as draft:
-        history = fit(model, ready.train_ds, ready.val_ds, cfg.train, draft.path, verbose)
-        save_model(model, draft.path / "model.keras")
-        runs.write_json(draft.path / "preprocessing.json", ready.preprocessing)
-        config_mod.save(cfg, draft.path / "config.yaml")
-        run = Run(path=draft.path, config=cfg, preprocessing=ready.preprocessing, _model=model)
-        metrics = task.evaluate(run, splits)
-        metrics["epochs_trained"] = len(next(iter(history.values()), []))
-        runs.write_json(draft.path / "metrics.json", metrics)
-        write_plots(task, run, splits, history, draft.path / "plots")
-        remove_checkpoints(draft.path)
-    run.path = draft.final
+    """Train a run for ``cfg`` and save it under ``out``; return the published Run.
+
+    Ctrl-C or SIGTERM saves the training state and raises :class:`seqapp.drafts.Interrupted`
+    (its ``draft`` names the folder to resume).
+    """
+    from seqapp.checkpoint import SignalGuard
+
+    with SignalGuard() as guard:
+        return run_draft(drafts.start(out, cfg, name), cfg, guard, verbose, log)
+
+
+def resume(path: Path | None, out: Path, verbose: int | None = None, log: Callable[[str], None] = print) -> Run:
+    """Continue the interrupted training in draft folder ``path`` (default: the newest under ``out``)."""
+    from seqapp.checkpoint import SignalGuard
+
+    with SignalGuard() as guard:
+        draft = drafts.open_draft(Path(path) if path else drafts.newest(out))
+        try:
+            cfg = load_saved_config(draft.path / "config.yaml")
+        except BaseException:
+            draft.unlock()
+            raise
+        return run_draft(draft, cfg, guard, verbose, log)
+
+
+def run_draft(draft: drafts.Draft, cfg: Config, guard: Any, verbose: int | None, log: Callable[[str], None]) -> Run:
+    """Train (or go on training) in ``draft``, then evaluate, save and publish the run."""
+    from seqapp import checkpoint
+
+    with drafts.training(draft):
+        ready = prepare(cfg)
+        keep_preprocessing(draft.path, ready.preprocessing)
+        state = checkpoint.load(draft.path)
+        if state is None:
+            log(f"training {cfg.task}: {ready.model.count_params():,} parameters, up to {cfg.train.epochs} epochs")
+        else:
+            at = f", batch {state.step + 1}" if state.step else ""
+            log(f"resuming {cfg.task} in {draft.path} at epoch {min(state.epoch + 1, cfg.train.epochs)}{at}")
+        history = fit(ready.model, ready.train_ds, ready.val_ds, cfg.train, draft.path, verbose, state, guard)
+        run = finish(ready, cfg, draft.path, history)
+        run.path = drafts.publish(draft)
+    return run
+
+
+def keep_preprocessing(folder: Path, prep: dict) -> None:
+    """Save the fitted preprocessing in a new draft; in a resumed one, check the data is unchanged."""
+    path = folder / "preprocessing.json"
+    if not path.exists():
+        runs.write_json(path, prep)
+        return
+    if runs.read_json(path) != json.loads(json.dumps(prep)):
+        raise SeqappError(f"the training data changed since this training began ({path} differs); "
+                          "start a new training", resumable=False)
+
+
+def finish(ready: Prepared, cfg: Config, folder: Path, history: dict) -> Run:
+    """Save the trained model, then the metrics and plots of the run in ``folder``."""
+    save_model(ready.model, folder / "model.keras")
+    faults.point("final_save")
+    run = Run(path=folder, config=cfg, preprocessing=ready.preprocessing, _model=ready.model)
+    metrics = ready.task.evaluate(run, ready.splits)
+    metrics["epochs_trained"] = len(next(iter(history.values()), []))
+    runs.write_json(folder / "metrics.json", metrics)
+    write_plots(ready.task, run, ready.splits, history, folder / "plots")
     return run
 
 
@@ -139,13 +244,6 @@ def save_model(model: Any, path: Path) -> None:
     tmp = path.with_name(".tmp-" + path.name)
     model.save(tmp)
     os.replace(tmp, path)
-
-
-def remove_checkpoints(folder: Path) -> None:
-    """Drop the in-progress checkpoints once the final model is saved."""
-    import shutil
-
-    shutil.rmtree(folder / "checkpoints", ignore_errors=True)
 
 
 def write_plots(task: Any, run: Run, splits: Any, history: dict, folder: Path) -> None:

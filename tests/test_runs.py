@@ -7,20 +7,20 @@ import os
 
 import pytest
 
-from seqapp import config, runs
+from seqapp import drafts, runs
 from seqapp.errors import SeqappError
 from seqapp.tasks import load_config
 
 
 def fake_run(out, template: str, stamp_ns: int):
     """A run folder with the files ``runs.load`` needs (the model file is a placeholder)."""
-    cfg = load_config(template)
-    with runs.create(out, cfg.task) as draft:
-        config.save(cfg, draft.path / "config.yaml")
+    draft = drafts.start(out, load_config(template), None)
+    with drafts.training(draft):
         runs.write_json(draft.path / "preprocessing.json", {})
         (draft.path / "model.keras").write_bytes(b"placeholder")
-    os.utime(draft.final / "model.keras", ns=(stamp_ns, stamp_ns))
-    return draft.final
+        final = drafts.publish(draft)
+    os.utime(final / "model.keras", ns=(stamp_ns, stamp_ns))
+    return final
 
 
 def test_latest_is_the_newest_of_the_tasks_asked_for(tmp_path):
@@ -44,7 +44,7 @@ def test_find_checks_the_task_of_a_named_run(tmp_path):
 
 def test_a_failed_draft_leaves_nothing_behind(tmp_path):
     kept = fake_run(tmp_path, "textgen", 1_000)
-    with pytest.raises(RuntimeError), runs.create(tmp_path, "textgen") as draft:
+    with pytest.raises(RuntimeError), drafts.training(drafts.start(tmp_path, load_config("textgen"), None)) as draft:
         (draft.path / "model.keras").write_bytes(b"half")
         raise RuntimeError("killed")
     assert sorted(p.name for p in (tmp_path / "textgen").iterdir()) == [kept.name]
@@ -76,6 +76,7 @@ def test_a_damaged_run_is_skipped_with_a_warning_and_never_breaks_the_others(tmp
 def test_a_run_name_that_is_not_a_plain_folder_name_is_refused(tmp_path, name):
     with pytest.raises(SeqappError, match="--name"):
         runs.check_name(name)
-    with pytest.raises(SeqappError, match="--name"), runs.create(tmp_path, "textgen", name):
-        pass
+    with pytest.raises(SeqappError, match="--name"):
+        drafts.start(tmp_path, load_config("textgen"), name)
+    assert not (tmp_path / "textgen").exists()
     runs.check_name("tiny-1.v2_b")

@@ -368,14 +368,17 @@ def labelled_dataset(examples: Examples, prep: dict, batch_size: int, shuffle: b
     """A ``tf.data`` pipeline of (token ids, label, class weight) batches."""
     import tensorflow as tf
 
+    from seqapp.training import shuffled
+
     tokenizer = Tokenizer.from_dict(prep["tokenizer"])
     x = encode_texts(tokenizer, examples.texts, prep["max_len"])
     y = label_ids(examples, prep["classes"])
     weights = np.asarray(prep["class_weights"], np.float32)[y]
     targets = y[:, None].astype(np.float32) if len(prep["classes"]) == 2 else y
-    dataset = tf.data.Dataset.from_tensor_slices((x, targets, weights))
     if shuffle:
-        dataset = dataset.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
+        dataset = shuffled(tuple(tf.convert_to_tensor(part) for part in (x, targets, weights)), len(y), seed)
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices((x, targets, weights))
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 

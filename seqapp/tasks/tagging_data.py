@@ -265,6 +265,8 @@ def tagged_dataset(sentences: Sentences, prep: dict, batch_size: int, shuffle: b
     """
     import tensorflow as tf
 
+    from seqapp.training import shuffled
+
     lengths = [len(tokens) for tokens in sentences.tokens]
     tokens = [token for sentence in sentences.tokens for token in sentence]
     features = Encoder(prep).features(tokens)
@@ -273,9 +275,11 @@ def tagged_dataset(sentences: Sentences, prep: dict, batch_size: int, shuffle: b
     tag_index = {tag: i for i, tag in enumerate(prep["tags"])}
     flat_tags = np.asarray([tag_index[tag] for tags in sentences.tags for tag in tags], np.int32)
     ragged = {name: tf.RaggedTensor.from_row_lengths(values, lengths) for name, values in features.items()}
-    dataset = tf.data.Dataset.from_tensor_slices((ragged, tf.RaggedTensor.from_row_lengths(flat_tags, lengths)))
+    sentences_and_tags = (ragged, tf.RaggedTensor.from_row_lengths(flat_tags, lengths))
     if shuffle:
-        dataset = dataset.shuffle(len(lengths), seed=seed, reshuffle_each_iteration=True)
+        dataset = shuffled(sentences_and_tags, len(lengths), seed)
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices(sentences_and_tags)
     dataset = dataset.map(functools.partial(dense_sentence, seed=seed))
     batch_sizes = [batch_size] * (len(LENGTH_BUCKETS) + 1)
     dataset = dataset.bucket_by_sequence_length(sentence_length, LENGTH_BUCKETS, batch_sizes)

@@ -1,0 +1,32 @@
+"""Fault points: named places where the tests make seqapp kill or interrupt itself.
+
+``SEQAPP_FAULT=POINT[@N][:SIGNAL]`` sends SIGNAL (``KILL``, ``INT`` or ``TERM``; default
+``KILL``) to this process the N-th time (default: the first) the training passes POINT:
+
+- ``batch``: after a training batch (before its end-of-batch checkpoint, if any);
+- ``state_write``: inside a training-state write, the new file half done;
+- ``final_save``: after ``model.keras`` is written, before the run is published.
+
+The crash tests use it to stop a training at exact moments; unset, it costs one dict lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+_passes: dict[str, int] = {}
+
+
+def point(name: str) -> None:
+    """Mark a fault point; act if ``SEQAPP_FAULT`` names it and its count is reached."""
+    spec = os.environ.get("SEQAPP_FAULT")
+    if not spec:
+        return
+    where, _, signame = spec.partition(":")
+    target, _, count = where.partition("@")
+    if target != name:
+        return
+    _passes[name] = _passes.get(name, 0) + 1
+    if _passes[name] == int(count or 1):
+        os.kill(os.getpid(), getattr(signal, f"SIG{signame or 'KILL'}"))
