@@ -116,6 +116,13 @@ def restore(model: Any, arrays: dict, groups: tuple[str, ...]) -> None:
             variable.assign(value)
 
 
+def build_metrics(model: Any, dataset: Any) -> None:
+    """Create the compiled metrics' variables now (Keras makes them in the first training step),
+    so a resumed epoch can be given the metric totals it had reached."""
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(next(iter(dataset.take(1))))
+    model.compute_metrics(x, y, model(x, training=False), sample_weight=sample_weight)
+
+
 class SignalGuard:
     """SIGINT and SIGTERM while a training runs.
 
@@ -183,10 +190,13 @@ class Checkpointer(keras.callbacks.Callback):
             raise SeqappError(f"the training diverged: the loss became {loss} in epoch {self.epoch + 1}, batch "
                               f"{self.step}; lower train.learning_rate (or set train.clipnorm) and train again")
         faults.point("batch")
+        # On an epoch's last batch the epoch ends first (validation, then the state is saved).
+        last = batch + 1 == self.params.get("steps")
+        stopping = self.guard.pending is not None and not last
         every = self.cfg.checkpoint_every
-        if self.guard.pending is not None or (every and self.step % every == 0):
+        if stopping or (every and self.step % every == 0 and not last):
             self.save(self.epoch, self.step)
-        if self.guard.pending is not None:
+        if stopping:
             raise Interrupted(self.guard.pending, saved=True)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:

@@ -168,6 +168,9 @@ def new_training(task: str | None, data: Path | None, epochs: int | None, out: P
         from seqapp import datafiles
 
         datafiles.read_text(data)  # fail fast on a missing/empty/binary file, before TensorFlow starts
+    from seqapp import drafts
+
+    drafts.task_folder(out, cfg.task)  # an unwritable --out, before TensorFlow starts
     backend.start()
     from seqapp.training import train as train_run
 
@@ -178,7 +181,7 @@ def resume_training(draft: str | None, out: Path, quiet: bool, **settings: Any) 
     """``seqapp train --resume [DRAFT]``: continue an interrupted training with its saved settings."""
     given = [key for key, value in settings.items() if value not in (None, [])]
     if given:
-        option = "--" + given[0].replace("_", "-")
+        option = "--set" if given[0] == "overrides" else "--" + given[0].replace("_", "-")
         raise SeqappError(f"--resume continues a training with its saved settings; drop {option}, "
                           "or start a new training without --resume")
     from seqapp import drafts
@@ -272,10 +275,17 @@ def predict(
     if unsupported:
         option = "--" + unsupported[0].replace("_", "-")
         raise SeqappError(f"{option} does not apply to a {run.task} run; see 'seqapp predict --help'")
+    task.check_inputs(texts, **given)
+    if output is not None and not output.parent.is_dir():
+        raise SeqappError(f"--output {output}: folder {output.parent} does not exist; create it first")
     backend.start()
     lines = task.predict(run, texts, **given)
     if output is not None:
-        output.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+        text = "".join(f"{line}\n" for line in lines)
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise SeqappError(f"cannot write --output {output} ({exc.strerror or exc}); choose another path") from None
         typer.echo(f"wrote {output}", err=True)
         return
     for line in lines:

@@ -75,13 +75,12 @@ class Draft:
 def start(out: Path, cfg: Config, name: str | None) -> Draft:
     """A new, locked draft for a training of ``cfg``, its config and name saved."""
     runs.check_name(name)
-    task_dir = Path(out) / cfg.task
+    task_dir = task_folder(out, cfg.task)
+    path = task_dir / f"{PREFIX}{time.strftime('%Y%m%d-%H%M%S')}{f'-{name}' if name else ''}-{os.getpid()}"
     try:
-        task_dir.mkdir(parents=True, exist_ok=True)
-        path = task_dir / f"{PREFIX}{time.strftime('%Y%m%d-%H%M%S')}{f'-{name}' if name else ''}-{os.getpid()}"
         path.mkdir()
     except OSError as exc:
-        raise SeqappError(f"cannot create a run folder in {out} ({exc.strerror or exc}); "
+        raise SeqappError(f"cannot create a run folder in {task_dir} ({exc.strerror or exc}); "
                           "choose a writable folder with --out") from None
     draft = Draft(path=path, name=name)
     draft.lock()
@@ -89,6 +88,20 @@ def start(out: Path, cfg: Config, name: str | None) -> Draft:
                                        "seqapp": __version__})
     config_mod.save(cfg, path / "config.yaml")
     return draft
+
+
+def task_folder(out: Path, task: str) -> Path:
+    """``<out>/<task>``, created if needed and checked writable; one clear line if it cannot be."""
+    task_dir = Path(out) / task
+    try:
+        task_dir.mkdir(parents=True, exist_ok=True)
+        probe = task_dir / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise SeqappError(f"cannot write runs in {task_dir} ({exc.strerror or exc}); "
+                          "choose a writable folder with --out") from None
+    return task_dir
 
 
 def open_draft(path: Path) -> Draft:

@@ -46,9 +46,7 @@ class Run:
     def model(self) -> Any:
         """The trained Keras model, loaded with ``safe_mode=True`` the first time."""
         if self._model is None:
-            import keras
-
-            self._model = keras.saving.load_model(self.path / "model.keras", safe_mode=True)
+            self._model = load_model(self.path / "model.keras")
         return self._model
 
     @property
@@ -61,6 +59,21 @@ class Run:
         if not isinstance(metrics, dict):
             raise SeqappError(f"{path} is not a JSON object; the run is damaged, train it again")
         return metrics
+
+
+def load_model(path: Path) -> Any:
+    """A saved Keras model, in safe mode; a damaged or foreign file is one clear error."""
+    import keras
+
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as exc:  # Keras raises ValueError, OSError, KeyError, TypeError... for bad files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "Lambda" in str(exc) and "safe_mode" in str(exc):
+            raise SeqappError(f"{path} holds a Lambda layer (arbitrary Python code), which seqapp never loads; "
+                              "use a model trained by seqapp") from None
+        raise SeqappError(f"{path} cannot be loaded as a Keras model ({reason[:200]}); the run is damaged, "
+                          "train it again") from None
 
 
 def read_json(path: Path) -> Any:
@@ -117,6 +130,9 @@ def load(path: Path) -> Run:
     prep = read_json(path / "preprocessing.json")
     if not isinstance(prep, dict):
         raise SeqappError(f"{path / 'preprocessing.json'} is not a JSON object; the run is damaged, train it again")
+    if prep.get("task", cfg.task) != cfg.task:
+        raise SeqappError(f"{path / 'config.yaml'} is a {cfg.task} config but the run holds a {prep['task']} model; "
+                          "put the run's own config.yaml back or train again")
     return Run(path=path, config=cfg, preprocessing=prep)
 
 

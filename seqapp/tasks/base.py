@@ -98,8 +98,12 @@ class Task:
         """Metrics on the held-out split, with a naive baseline beside them."""
         raise NotImplementedError
 
+    def check_inputs(self, inputs: list[str], **opts: Any) -> None:
+        """Refuse inputs or predict options that cannot work (SeqappError), cheaply: the CLI
+        calls this before TensorFlow starts, so a wrong command answers at once."""
+
     def predict(self, run: Run, inputs: list[str], **opts: Any) -> Iterable[str]:
-        """Lines of output for ``seqapp predict``."""
+        """Lines of output for ``seqapp predict`` (after :meth:`check_inputs`)."""
         raise NotImplementedError
 
     def generate(self, run: Run, seed: str, **opts: Any) -> Iterator[list[str]]:

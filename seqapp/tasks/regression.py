@@ -234,14 +234,17 @@ class Sine(Task):
         plot_test(run, splits, Path(folder) / "test_forecast.png")
 
     # -- forecasting ------------------------------------------------------------------
-    def predict(self, run: Any, inputs: list[str], **opts: Any) -> Iterator[str]:
-        """``step,value`` lines forecasting ``horizon`` steps past the end of the series."""
+    def check_inputs(self, inputs: list[str], horizon: int | None = None, **opts: Any) -> None:
         if inputs:
             raise SeqappError("a sine run forecasts from the end of its own series and takes no inputs; "
                               "use e.g. 'seqapp predict --horizon 50'")
+        if horizon is not None and horizon < 1:
+            raise SeqappError(f"--horizon {horizon} must be at least 1")
+
+    def predict(self, run: Any, inputs: list[str], **opts: Any) -> Iterator[str]:
+        """``step,value`` lines forecasting ``horizon`` steps past the end of the series."""
+        self.check_inputs(inputs, **opts)
         steps = opts["horizon"] if opts.get("horizon") is not None else DEFAULT_HORIZON
-        if steps < 1:
-            raise SeqappError(f"--horizon {steps} must be at least 1")
         history, truth, dates = forecast_history(run, steps, opts.get("random_seed"))
         values = forecast(run, history, steps)
         if opts.get("plot"):

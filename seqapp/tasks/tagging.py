@@ -220,11 +220,14 @@ class Tagging(Task):
                            Path(folder) / "confusion_matrix.png")
 
     # -- prediction -------------------------------------------------------------------
+    def check_inputs(self, inputs: list[str], **opts: Any) -> None:
+        if not inputs:
+            raise SeqappError("give sentences to tag: as arguments, with --file FILE, or '-' to read stdin")
+
     def predict(self, run: Any, inputs: list[str], **opts: Any) -> Iterator[str]:
         """``token/TAG`` for each token of each input (split by :func:`split_tokens`), or
         with ``json`` one object per input; unknown words are reported as a warning."""
-        if not inputs:
-            raise SeqappError("give sentences to tag: as arguments, with --file FILE, or '-' to read stdin")
+        self.check_inputs(inputs)
         token_lists = [split_tokens(text) for text in inputs]
         warn_unknown(run.preprocessing, token_lists)
         for text, tokens, tags in zip(inputs, token_lists, predict_tags(run, token_lists)):

@@ -193,14 +193,17 @@ class Translate(Task):
         return lines
 
     # -- prediction -------------------------------------------------------------------
+    def check_inputs(self, inputs: list[str], beam: int | None = None, **opts: Any) -> None:
+        if not inputs:
+            raise SeqappError('nothing to translate; give sentences, e.g. seqapp predict "I am cold."')
+        if beam is not None and beam < 1:
+            raise SeqappError(f"--beam {beam} must be at least 1 (1 is greedy decoding)")
+
     def predict(self, run: Any, inputs: list[str], beam: int | None = None, attention_plot: Path | None = None,
                 json: bool | None = None) -> list[str]:
         """One translation per input sentence (a JSON object per line with ``--json``)."""
-        if not inputs:
-            raise SeqappError('nothing to translate; give sentences, e.g. seqapp predict "I am cold."')
+        self.check_inputs(inputs, beam=beam)
         width = 1 if beam is None else beam
-        if width < 1:
-            raise SeqappError(f"--beam {width} must be at least 1 (1 is greedy decoding)")
         translator = self.translator(run)
         if attention_plot is not None and not translator.has_attention:
             raise SeqappError("--attention-plot needs a run trained with attention; "

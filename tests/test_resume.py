@@ -1,0 +1,205 @@
+"""No training lost: Ctrl-C, SIGTERM, SIGKILL and a full disk, then ``--resume``.
+
+A resumed training must end bit-identical to one that never stopped (weights, metrics,
+history), and no earlier run may change. Kills happen at exact moments through fault
+points (``SEQAPP_FAULT``, see ``seqapp.faults``), in real ``seqapp`` processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from seqapp import checkpoint, drafts, faults, runs, training
+from seqapp.errors import SeqappError
+from seqapp.tasks import REGISTRY, load_config
+
+# Dropout, early stopping and a cosine schedule: every kind of state a resume must restore.
+EXTRA = ["model.dropout=0.2", "train.patience=2", "train.lr_schedule=cosine", "train.epochs=3",
+         "train.checkpoint_every=4"]
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+def tiny_textgen(corpus: Path):
+    return load_config("textgen", [*REGISTRY["textgen"].tiny["set"], *EXTRA], data_file=corpus)
+
+
+def same_runs(first: Path, second: Path) -> None:
+    """Two run folders hold the same weights, metrics and history, bit for bit."""
+    one, two = runs.load(first).model.get_weights(), runs.load(second).model.get_weights()
+    assert len(one) == len(two) and all(np.array_equal(a, b) for a, b in zip(one, two))
+    for name in ("metrics.json", "history.csv"):
+        assert (first / name).read_text() == (second / name).read_text(), name
+
+
+def only_run(out: Path, task: str) -> Path:
+    found = runs.run_dirs(out, task)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_rerun_and_resume_after_ctrl_c_are_bit_identical(tmp_path, corpus, monkeypatch):
+    cfg = tiny_textgen(corpus)
+    first = training.train(cfg, tmp_path / "a", verbose=0, log=quiet).path
+    again = training.train(cfg, tmp_path / "b", verbose=0, log=quiet).path
+    same_runs(first, again)
+
+    for spec in ("batch@18:INT",):  # mid-epoch 2 (14 batches an epoch)
+        monkeypatch.setenv("SEQAPP_FAULT", spec)
+        faults._passes.clear()
+        with pytest.raises(drafts.Interrupted) as stopped:
+            training.train(cfg, tmp_path / spec, verbose=0, log=quiet)
+        assert stopped.value.saved and stopped.value.signum == 2
+        state = checkpoint.load(stopped.value.draft)
+        assert state.step > 0 and not state.done
+        monkeypatch.delenv("SEQAPP_FAULT")
+        resumed = training.resume(stopped.value.draft, tmp_path / spec, verbose=0, log=quiet)
+        same_runs(first, resumed.path)
+        assert not stopped.value.draft.exists()
+
+
+def test_interrupted_on_an_epochs_last_batch_the_epoch_ends_first(tmp_path, corpus, monkeypatch):
+    cfg = tiny_textgen(corpus)
+    first = training.train(cfg, tmp_path / "a", verbose=0, log=quiet).path
+    steps = checkpoint_steps(cfg)
+    monkeypatch.setenv("SEQAPP_FAULT", f"batch@{steps}:TERM")
+    faults._passes.clear()
+    with pytest.raises(drafts.Interrupted) as stopped:
+        training.train(cfg, tmp_path / "b", verbose=0, log=quiet)
+    state = checkpoint.load(stopped.value.draft)
+    assert (state.epoch, state.step, stopped.value.signum) == (1, 0, 15)
+    monkeypatch.delenv("SEQAPP_FAULT")
+    same_runs(first, training.resume(None, tmp_path / "b", verbose=0, log=quiet).path)
+
+
+def checkpoint_steps(cfg) -> int:
+    """Batches in one epoch of ``cfg``'s training data."""
+    return int(training.prepare(cfg).train_ds.cardinality())
+
+
+def test_a_nan_loss_stops_training_without_saving_a_model(tmp_path):
+    cfg = load_config("sine", ["train.learning_rate=10", "train.clipnorm=0", "train.epochs=3"])
+    with pytest.raises(SeqappError, match="the training diverged: the loss became nan.*lower train.learning_rate"):
+        training.train(cfg, tmp_path, verbose=0, log=quiet)
+    assert runs.run_dirs(tmp_path) == []
+
+
+def test_a_state_that_does_not_fit_the_model_is_refused(tmp_path, corpus, monkeypatch):
+    cfg = tiny_textgen(corpus)
+    monkeypatch.setenv("SEQAPP_FAULT", "batch@5:INT")
+    faults._passes.clear()
+    with pytest.raises(drafts.Interrupted) as stopped:
+        training.train(cfg, tmp_path, verbose=0, log=quiet)
+    monkeypatch.delenv("SEQAPP_FAULT")
+    state = checkpoint.load(stopped.value.draft)
+    state.arrays["model"] = state.arrays["model"][:-1]
+    checkpoint.save(stopped.value.draft, state)
+    with pytest.raises(SeqappError, match="does not fit this model") as refused:
+        training.resume(stopped.value.draft, tmp_path, verbose=0, log=quiet)
+    assert "--resume" not in str(refused.value)  # resuming again would meet the same error
+    assert stopped.value.draft.exists()
+
+
+# -- real processes: kill points, signals, a full disk ---------------------------------------
+
+
+def seqapp(*args: object, cwd: Path, fault: str | None = None, file_limit: int | None = None):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("SEQAPP_FAULT", None)
+    if fault:
+        env["SEQAPP_FAULT"] = fault
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
+
+    return subprocess.run([sys.executable, "-m", "seqapp", *map(str, args)], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600, preexec_fn=limit_file_size if file_limit else None)
+
+
+def tree_hash(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        digest.update(str(path.relative_to(folder)).encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def train_args(task: str, extra: list[str], out: str = "runs") -> list[str]:
+    sets = [*REGISTRY[task].tiny["set"], *EXTRA, *extra]
+    return ["train", task, *(arg for item in sets for arg in ("--set", item)), "-q", "--out", out]
+
+
+def kill_and_resume(tmp_path: Path, args: list[str], task: str, fault: str) -> Path:
+    """Train with ``fault`` (a SIGKILL), resume, and return the published run."""
+    killed = seqapp(*args, cwd=tmp_path, fault=fault)
+    assert killed.returncode == -9, killed.stderr
+    assert len(drafts.find(tmp_path / "runs", task)) == 1
+    resumed = seqapp("train", "--resume", "--out", "runs", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert drafts.find(tmp_path / "runs", task) == []
+    return Path(tmp_path, resumed.stdout.split("saved run ")[1].split()[0])
+
+
+@pytest.mark.slow
+def test_textgen_survives_sigkill_at_every_kind_of_moment(tmp_path, corpus):
+    args = [*train_args("textgen", []), "--data", corpus]
+    baseline = seqapp(*args, cwd=tmp_path)
+    assert baseline.returncode == 0, baseline.stderr
+    earlier = only_run(tmp_path / "runs", "textgen")
+    before = tree_hash(earlier)
+    # during an epoch (after the checkpoint at batch 16), inside a state write, during the final save
+    for fault in ("batch@18:KILL", "state_write@3:KILL", "final_save:KILL"):
+        same_runs(earlier, kill_and_resume(tmp_path, args, "textgen", fault))
+    assert tree_hash(earlier) == before
+
+
+@pytest.mark.parametrize("task", ["sentiment", pytest.param("translate", marks=pytest.mark.slow)])
+def test_other_tasks_survive_sigkill_mid_epoch(tmp_path, task):
+    args = train_args(task, ["train.checkpoint_every=2"])
+    baseline = seqapp(*args, cwd=tmp_path)
+    assert baseline.returncode == 0, baseline.stderr
+    earlier = only_run(tmp_path / "runs", task)
+    same_runs(earlier, kill_and_resume(tmp_path, args, task, "batch@5:KILL"))
+
+
+def test_sigterm_saves_the_state_and_says_how_to_resume(tmp_path, corpus):
+    args = [*train_args("textgen", []), "--data", corpus]
+    stopped = seqapp(*args, cwd=tmp_path, fault="batch@6:TERM")
+    assert stopped.returncode == 143, stopped.stderr
+    (draft,) = drafts.find(tmp_path / "runs", "textgen")
+    assert f"resume with: seqapp train --resume {draft.relative_to(tmp_path)}" in stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    listed = seqapp("runs", "--drafts", "--out", "runs", cwd=tmp_path)
+    assert "0 epochs and 6 batches done" in listed.stdout
+
+
+@pytest.mark.slow
+def test_a_full_disk_gives_one_line_and_keeps_the_draft_resumable(tmp_path, corpus):
+    args = [*train_args("textgen", []), "--data", corpus]
+    killed = seqapp(*args, cwd=tmp_path, fault="batch@18:KILL")  # the state of batch 16 is on disk
+    assert killed.returncode == -9
+    (draft,) = drafts.find(tmp_path / "runs", "textgen")
+    state_before = (draft / drafts.STATE_FILE).read_bytes()
+    full = seqapp("train", "--resume", "--out", "runs", cwd=tmp_path, file_limit=len(state_before) // 2)
+    assert full.returncode == 2, full.stderr
+    lines = [line for line in full.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "cannot save the training state" in lines[0]
+    assert f"seqapp train --resume {draft.relative_to(tmp_path)}" in lines[0]
+    assert "Traceback" not in full.stderr
+    assert (draft / drafts.STATE_FILE).read_bytes() == state_before
+    resumed = seqapp("train", "--resume", str(draft.relative_to(tmp_path)), "--out", "runs", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    uninterrupted = seqapp(*train_args("textgen", [], out="again"), "--data", corpus, cwd=tmp_path)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr
+    same_runs(only_run(tmp_path / "again", "textgen"), only_run(tmp_path / "runs", "textgen"))
