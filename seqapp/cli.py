@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from seqapp import __version__, backend, runs
+from seqapp import __version__, backend, listing, runs
 from seqapp.errors import SeqappError
 from seqapp.tasks import REGISTRY, get_task
 
@@ -155,7 +155,7 @@ def new_training(task: str | None, data: Path | None, epochs: int | None, out: P
     from seqapp.tasks import load_config
 
     if task is None:
-        raise SeqappError("name a task or template to train (see 'seqapp tasks'), or continue an "
+        raise SeqappError("no task given; name a task or template to train (see 'seqapp tasks'), or continue an "
                           "interrupted training with --resume")
     runs.check_name(name)
     values: dict[str, Any] = {}
@@ -214,8 +214,7 @@ def generate(
     from seqapp import sampling
 
     sampling.check_options(temperature, top_k, top_p)
-    if length < 0 or num_samples < 1:
-        raise SeqappError("--length must be >= 0 and --num-samples >= 1")
+    sampling.check_counts(length, num_samples)
     run = runs.find(run_dir, out, [name for name, cls in REGISTRY.items() if cls.generates])
     backend.start()
     options = {"length": length, "temperature": temperature, "top_k": top_k, "top_p": top_p,
@@ -245,6 +244,7 @@ def evaluate(
     run = runs.find(run_dir, out)
     backend.start()
     task = get_task(run.task)()
+    run.model  # noqa: B018 (a damaged model file is one error line, before any progress line)
     typer.echo(f"evaluating {run.path}", err=True)
     metrics = task.evaluate(run, task.load_data(run.config))
     if as_json:
@@ -342,7 +342,7 @@ def read_inputs(inputs: list[str], file: Path | None) -> list[str]:
     if file is not None:
         from seqapp import datafiles
 
-        texts.extend(line for line in datafiles.read_text(file).splitlines() if line.strip())
+        texts.extend(line for line in datafiles.read_text(file, option="--file").splitlines() if line.strip())
     return texts
 
 
@@ -377,7 +377,7 @@ def list_runs(
         get_task(task)
     if clean_drafts:
         return remove_drafts(out)
-    rows = draft_rows(out, task) if show_drafts else run_rows(out, task)
+    rows = listing.draft_rows(out, task) if show_drafts else listing.run_rows(out, task)
     if as_json:
         typer.echo(json.dumps(runs.finite(rows), indent=2, allow_nan=False))
         return
@@ -391,44 +391,6 @@ def list_runs(
         else:
             typer.echo(f"{row['task']:<10} {row['run']:<48} {row['cell']:>9}x{row['units']:<5} "
                        f"{row['epochs'] or '?':>3} ep  {row['headline']}")
-
-
-def run_rows(out: Path, task: str | None) -> list[dict]:
-    """One row per loadable run; damaged ones are skipped with a warning naming them."""
-    rows = []
-    for path in runs.run_dirs(out, task):
-        try:
-            run = runs.load(path)
-            metrics = run.metrics
-        except SeqappError as exc:
-            logging.getLogger("seqapp").warning(f"skipping the damaged run {path}: {exc}")
-            continue
-        rows.append({
-            "task": run.task, "run": str(path), "date": path.name[:15],
-            "cell": run.config.model.cell, "units": run.config.model.units,
-            "epochs": metrics.get("epochs_trained"), "headline": get_task(run.task)().headline(metrics),
-            "metrics": metrics,
-        })
-    return rows
-
-
-def draft_rows(out: Path, task: str | None) -> list[dict]:
-    """One row per draft folder, with a short phrase saying how far it got."""
-    from seqapp import drafts
-
-    rows = []
-    for path in drafts.find(out, task):
-        row = drafts.describe(path)
-        if row["running"]:
-            progress = "training now"
-        elif not row["resumable"]:
-            progress = f"cannot be resumed{': ' + row['problem'] if row.get('problem') else ''}"
-        elif row["epoch"] is None:
-            progress = "no epoch finished; --resume starts it again"
-        else:
-            progress = f"{row['epoch']} epochs" + (f" and {row['step']} batches" if row["step"] else "") + " done"
-        rows.append(row | {"progress": progress})
-    return rows
 
 
 def remove_drafts(out: Path) -> None:

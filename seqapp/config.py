@@ -112,23 +112,123 @@ class Config:
 SECTIONS = ("data", "model", "train")
 
 
+MAX_YAML_BYTES = 1024**2  # largest template or run config read
+MAX_YAML_ALIASES = 100  # YAML aliases (*name) one file may use
+MAX_YAML_DEPTH = 50  # nesting of lists and mappings
+MAX_YAML_NODES = 100_000  # values a file may expand to once its aliases are followed
+
+
 def read_yaml(path: Path, what: str = "template") -> dict:
-    """Read a template (or a run's config, ``what``) into a mapping, with clear errors."""
+    """Read a template (or a run's config, ``what``) into a mapping, with clear errors.
+
+    The file is read bounded (a regular file of at most ``MAX_YAML_BYTES``) and its YAML is
+    composed under limits on aliases, nesting and expanded size before any value is built,
+    so an alias bomb ("billion laughs") or a deeply nested file is refused at once.
+    """
+    from seqapp import datafiles
+
+    raw_bytes = datafiles.read_bytes(path, what, "check the path or run 'seqapp tasks'", limit=MAX_YAML_BYTES)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SeqappError(f"{what} {path} does not exist; check the path or run 'seqapp tasks'") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SeqappError(f"cannot read {what} {path}: {exc}") from None
+        text = raw_bytes.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw_bytes[: exc.start].count(b"\n") + 1
+        raise SeqappError(f"{what} {path} is not UTF-8 text (bad byte at line {line}); re-save it as UTF-8") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = load_bounded(text)
+    except YamlRefused as exc:  # re-raised here so no traceback frame holds a (huge to print) YAML node
+        raise SeqappError(f"{what} {path} {exc}") from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}" if where else ""
         raise SeqappError(f"{what} {path} is not valid YAML{line}; fix the syntax") from None
     if not isinstance(raw, dict):
-        raise SeqappError(f"{what} {path} must be a YAML mapping with 'task', 'data', 'model' and 'train'")
+        raise SeqappError(f"{what} {path} is not a YAML mapping; write it as keys 'task', 'data', 'model' and 'train'")
     return raw
+
+
+class YamlRefused(Exception):
+    """YAML over a limit or with an unreadable value; the message follows the file's name."""
+
+
+def load_bounded(text: str) -> Any:
+    """``yaml.safe_load(text)`` within ``MAX_YAML_ALIASES``, ``MAX_YAML_DEPTH`` and ``MAX_YAML_NODES``."""
+    loader = BoundedLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = expanded_size(node) if loader.aliases else 0
+        if size > MAX_YAML_NODES:
+            raise YamlRefused(f"expands to {size:,} values through its YAML aliases "
+                              f"(at most {MAX_YAML_NODES:,} allowed); write the values out instead")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses too many aliases or too deep nesting while composing."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.aliases, self.depth = 0, 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_YAML_ALIASES:
+                raise YamlRefused(f"uses more than {MAX_YAML_ALIASES} YAML aliases (*name); "
+                                  "write the values out instead")
+        self.depth += 1
+        try:
+            if self.depth > MAX_YAML_DEPTH:
+                line = self.peek_event().start_mark.line + 1
+                raise YamlRefused(f"nests lists or mappings more than {MAX_YAML_DEPTH} deep (at line {line}); "
+                                  "flatten it")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, AttributeError, OverflowError) as exc:  # e.g. 2024-13-01, !!int x
+            raise YamlRefused(f"has a value YAML cannot read at line {node.start_mark.line + 1} ({exc}); "
+                              "fix the value or quote it") from None
+
+
+def expanded_size(root: yaml.Node) -> int:
+    """How many values ``root`` holds once its aliases are followed (YamlRefused if one holds itself).
+
+    Each distinct node is sized once (an alias shares its anchor's node), so a billion-laughs
+    file is measured in microseconds, without building anything.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        children = yaml_children(node)
+        if finished:
+            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children)
+            open_nodes.discard(id(node))
+        elif id(node) in open_nodes:
+            raise YamlRefused(f"has a YAML alias inside its own anchor (line {node.start_mark.line + 1}); "
+                              "write the values out instead")
+        elif id(node) not in sizes:
+            open_nodes.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in children)
+    return sizes[id(root)]
+
+
+def yaml_children(node: yaml.Node) -> list[yaml.Node]:
+    """The nodes directly inside a sequence or mapping node (keys and values); none for a scalar."""
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
 
 
 def build(raw: dict, task: Any, overrides: Sequence[str] = (), source: str = "template",
@@ -181,8 +281,8 @@ def apply_override(raw: dict, override: str) -> None:
     if section not in SECTIONS:
         raise SeqappError(f"bad --set '{override}': unknown section '{section}'; use one of {', '.join(SECTIONS)}")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
+        value = load_bounded(text) if text.strip() else None
+    except (yaml.YAMLError, YamlRefused):
         value = text
     raw.setdefault(section, {})
     if raw[section] is None:
@@ -283,7 +383,7 @@ def resolve_template(name_or_path: str) -> Path:
 
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.is_file():
-        if not path.is_file():
+        if not (path.exists() or path.is_symlink()):  # a FIFO or a link loop: read_yaml says which
             raise SeqappError(f"template file {name_or_path} does not exist; check the path")
         return path
     known = templates()

@@ -3,16 +3,28 @@
 Every task reads its input through these helpers, so a missing, empty or binary file
 gives the same kind of one-line message whatever the task, and every delimited file
 (TSV or CSV) is split into rows the same way, each row with the line it came from.
+:func:`read_bytes` is the one place a user-given file is opened: it checks the path is a
+regular file before opening it (a FIFO never blocks, a device is never read), and reads at
+most a size limit, so no input can hang seqapp or fill its memory.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import io
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
 from seqapp.errors import SeqappError
+
+MAX_DATA_BYTES = 2 * 1024**3  # largest data file read (the whole file is held in memory)
+READ_CHUNK = 1 << 20
+NOT_REGULAR = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"))
 
 
 def bundled(name: str) -> Path:
@@ -22,14 +34,13 @@ def bundled(name: str) -> Path:
     return Path(str(files("seqapp.bundled") / name))
 
 
-def read_text(path: str | Path) -> str:
-    """Read a UTF-8 text file; refuse missing, empty and binary files."""
+def read_text(path: str | Path, option: str = "--data") -> str:
+    """Read a UTF-8 text file; refuse missing, empty, binary, special and oversized files.
+
+    ``option`` is the command-line option that named the file, for the error messages.
+    """
     path = Path(path)
-    if not path.exists():
-        raise SeqappError(f"data file {path} does not exist; check the path given to --data")
-    if path.is_dir():
-        raise SeqappError(f"data path {path} is a folder; give a text file to --data")
-    raw = path.read_bytes()
+    raw = read_bytes(path, fix=f"check the path given to {option}")
     if b"\x00" in raw[:65536]:
         raise SeqappError(f"data file {path} looks binary (it contains NUL bytes); give a UTF-8 text file")
     try:
@@ -41,6 +52,99 @@ def read_text(path: str | Path) -> str:
     if not text.strip():
         raise SeqappError(f"data file {path} is empty; give a file with some text in it")
     return text
+
+
+def read_bytes(path: str | Path, what: str = "data file", fix: str = "check the path given to --data",
+               limit: int | None = None) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them (``MAX_DATA_BYTES``).
+
+    ``what`` names the file in errors and ``fix`` ends them. The path is checked before it is
+    opened, and opened non-blocking, so a FIFO, device or socket is refused, never waited on.
+    """
+    limit = MAX_DATA_BYTES if limit is None else limit
+    info = stat_regular(path, what, fix)
+    check_size(path, what, info.st_size, limit)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+                     | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise path_error(exc, path, what, fix) from None
+    with os.fdopen(fd, "rb", buffering=0) as handle:
+        kind = file_kind(os.fstat(fd).st_mode)  # the path may have been swapped since it was checked
+        if kind:
+            raise SeqappError(f"{what} {path} is {kind}, not a regular file; {fix}")
+        chunks, total = [], 0
+        try:
+            while total <= limit:
+                chunk = handle.read(min(max(info.st_size + 1, READ_CHUNK), limit + 1 - total))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+        except OSError as exc:
+            raise path_error(exc, path, what, fix) from None
+    check_size(path, what, total, limit, read=True)
+    return b"".join(chunks)
+
+
+def stat_regular(path: str | Path, what: str, fix: str) -> os.stat_result:
+    """``os.stat`` of ``path`` (links followed), or a SeqappError if it is not a regular file."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError) as exc:
+        raise path_error(exc, path, what, fix) from None
+    kind = file_kind(info.st_mode)
+    if kind:
+        raise SeqappError(f"{what} {path} is {kind}, not a regular file; {fix}")
+    return info
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is ('a named pipe (FIFO)', ...); '' for a regular file."""
+    return next((name for test, name in NOT_REGULAR if test(mode)), "")
+
+
+def path_error(exc: OSError | ValueError, path: str | Path, what: str, fix: str) -> SeqappError:
+    """A one-line SeqappError for a failure to stat, open or read ``path``."""
+    if isinstance(exc, ValueError):  # e.g. an embedded NUL character
+        return SeqappError(f"{what} path {str(path)!r} is not a valid path ({exc}); {fix}")
+    code = exc.errno
+    if code == errno.ENOENT and os.path.islink(path):
+        return SeqappError(f"{what} {path} is a symbolic link to {os.readlink(path)}, which does not exist; {fix}")
+    if code in (errno.ENOENT, errno.ENOTDIR):
+        return SeqappError(f"{what} {path} does not exist; {fix}")
+    if code == errno.ELOOP:
+        return SeqappError(f"{what} {path} is a symbolic link loop (its links never reach a file); {fix}")
+    if code in (errno.EACCES, errno.EPERM):
+        return SeqappError(f"{what} {path} cannot be read: permission denied; "
+                           "check its permissions or copy it somewhere readable")
+    return SeqappError(f"cannot read {what} {path}: {exc.strerror or exc}; {fix}")
+
+
+def check_size(path: str | Path, what: str, size: int, limit: int, read: bool = False) -> None:
+    """Refuse a file of ``size`` bytes over ``limit`` (``read``: counted while reading it)."""
+    if size <= limit:
+        return
+    most, found = human_size(limit), human_size(size)
+    if read:
+        found = f"holds more than the limit of {most}"
+    else:
+        if most == found:  # e.g. one byte over: show the exact sizes
+            most, found = f"{limit:,} bytes", f"{size:,} bytes"
+        found = f"is {found}, over the limit of {most}"
+    raise SeqappError(f"{what} {path} {found}; use a smaller file")
+
+
+def human_size(size: int) -> str:
+    """``size`` bytes in words: '512 bytes', '3.2 MiB', '2.0 GiB'."""
+    if size < 1024:
+        return f"{size} bytes"
+    value, unit = size / 1024, "KiB"
+    for bigger in ("MiB", "GiB", "TiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.1f} {unit}"
 
 
 def read_rows(path: str | Path, format: str = "auto", sniff: bool = False) -> list[tuple[int, list[str]]]:

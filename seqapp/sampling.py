@@ -27,9 +27,17 @@ def check_options(temperature: float, top_k: int | None, top_p: float | None) ->
         raise SeqappError(f"--temperature {temperature} must be a finite number >= 0; use 0 for greedy decoding "
                           "or a value > 0 such as 0.8")
     if top_k is not None and top_k < 1:
-        raise SeqappError(f"--top-k {top_k} must be at least 1 (or leave it out)")
+        raise SeqappError(f"--top-k {top_k} must be at least 1; leave it out to sample from every token")
     if top_p is not None and not 0 < top_p <= 1:  # NaN fails this too
-        raise SeqappError(f"--top-p {top_p} must be in (0, 1] (1 keeps every token)")
+        raise SeqappError(f"--top-p {top_p} must be in (0, 1]; 1 keeps every token")
+
+
+def check_counts(length: int, num_samples: int) -> None:
+    """Reject a negative ``--length`` or fewer than one ``--num-samples``."""
+    if length < 0:
+        raise SeqappError(f"--length {length} is negative; give the number of tokens to generate, e.g. --length 300")
+    if num_samples < 1:
+        raise SeqappError(f"--num-samples {num_samples} must be at least 1; e.g. --num-samples 3")
 
 
 def filter_logits(logits: Any, temperature: float = 1.0, top_k: int | None = None,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,19 @@ def corpus(tmp_path: Path) -> Path:
              for word in ("blue", "calm", "grey", "wild", "cold", "warm") * 12]
     path.write_text("".join(lines), encoding="utf-8")
     return path
+
+
+def hash_tree(folder: Path) -> str:
+    """A digest of every file name and byte under ``folder``."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        digest.update(str(path.relative_to(folder)).encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture
+def tree_hash() -> Callable[[Path], str]:
+    """``tree_hash(folder)``: a digest of a folder, to prove that nothing under it changed."""
+    return hash_tree

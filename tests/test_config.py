@@ -1,3 +1,6 @@
+import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -51,7 +54,7 @@ def test_bad_values_are_named_in_the_error(override, words):
         ("task: textgen\nmodel:\n  unitz: 3\n", "unknown key 'model.unitz'"),
         ("task: textgne\n", "unknown task 'textgne'; did you mean textgen"),
         ("task: textgen\nmodel: [1,\n", "not valid YAML at line"),
-        ("- just\n- a list\n", "must be a YAML mapping"),
+        ("- just\n- a list\n", "is not a YAML mapping"),
         ("task: textgen\ndata: 5\n", "'data' in template t.yaml must be a mapping"),
     ],
 )
@@ -130,3 +133,102 @@ def test_readme_table_shows_the_template_value_and_the_default_when_left_out():
     assert f"`{template_window}`" in rows["`data.window`"].split("|")[2]
     if template_window != default_window:
         assert f"`{default_window}`" in rows["`data.window`"].split("|")[3]
+
+
+# -- hostile templates: refused at once, with one clear line --------------------------------
+def alias_bomb(levels: int = 9, width: int = 10) -> str:
+    """A "billion laughs" template: ``width ** levels`` leaves (10**9) from a few hundred bytes."""
+    lines = ["task: textgen", "a0: &a0 [" + ", ".join(['"lol"'] * width) + "]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("text, words", [
+    (alias_bomb(), ["t.yaml expands to 1,234,567,911 values through its YAML aliases", "at most 100,000 allowed",
+                    "write the values out"]),
+    ("task: textgen\nx: &x 1\ny: [" + ", ".join(["*x"] * 1000) + "]\n",
+     ["t.yaml uses more than 100 YAML aliases", "write the values out"]),
+    ("task: textgen\nloop: &loop [1, *loop]\n", ["t.yaml has a YAML alias inside its own anchor (line 2)"]),
+    ("task: textgen\ndeep: " + "[" * 10_000 + "]" * 10_000 + "\n", ["nests lists or mappings more than 50 deep"]),
+    ("task: textgen\nwhen: 2024-13-01\n", ["t.yaml has a value YAML cannot read at line 2", "month must be"]),
+    ("task: textgen\nn: !!int twelve\n", ["cannot read at line 2", "fix the value or quote it"]),
+    ("task: textgen\nn: 1" + "0" * 5000 + "\n", ["cannot read at line 2"]),
+    ("task: textgen\n" + "# padding line\n" * 80_000, ["t.yaml is 1.1 MiB, over the limit of 1.0 MiB"]),
+    ("task: textgen\ncaf\xe9: 1\n", ["t.yaml is not UTF-8 text (bad byte at line 2)"]),
+], ids=["alias-bomb", "many-aliases", "self-alias", "deep", "bad-date", "bad-int", "huge-int", "over-1MiB", "latin-1"])
+def test_hostile_templates_are_refused_fast_with_little_memory(tmp_path, text, words):
+    import tracemalloc
+
+    path = tmp_path / "t.yaml"
+    path.write_bytes(text.encode("latin-1" if "\xe9" in text else "utf-8"))
+    tracemalloc.start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(SeqappError) as info:
+            load_config(str(path))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert time.monotonic() - start < 5.0
+    assert peak < 64 * 1024**2
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_alias_bomb_is_refused_in_well_under_a_second(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(alias_bomb())
+    start = time.monotonic()
+    with pytest.raises(SeqappError, match="expands to 1,234,567,911 values"):
+        config.read_yaml(path)
+    assert time.monotonic() - start < 0.5
+
+
+def test_a_few_aliases_still_work(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text("task: textgen\nsize: &size 16\nmodel: {units: *size, embedding_dim: *size}\n")
+    raw = config.read_yaml(path)
+    assert raw["model"] == {"units": 16, "embedding_dim": 16}
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda tmp: Path("/dev/zero"), ["template /dev/zero is a character device, not a regular file"]),
+    (lambda tmp: os.mkfifo(tmp / "t.yaml") or tmp / "t.yaml", ["t.yaml is a named pipe (FIFO), not a regular file"]),
+    (lambda tmp: (tmp / "t.yaml").symlink_to(tmp / "t.yaml") or tmp / "t.yaml", ["t.yaml is a symbolic link loop"]),
+    (lambda tmp: tmp, ["is a folder, not a regular file"]),
+    (lambda tmp: tmp / "gone.yaml", ["gone.yaml does not exist; check the path or run 'seqapp tasks'"]),
+], ids=["dev-zero", "fifo", "symlink-loop", "folder", "missing"])
+def test_template_paths_that_are_not_files_are_refused_without_reading(tmp_path, make, words):
+    path = make(tmp_path)
+    outcome: dict = {}
+
+    def target() -> None:
+        try:
+            config.read_yaml(path)
+        except SeqappError as exc:
+            outcome["message"] = str(exc)
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    worker.join(2.0)
+    assert not worker.is_alive(), f"reading {path} hung"
+    for word in words:
+        assert word in outcome.get("message", "")
+
+
+def test_template_over_the_limit_is_refused_by_its_size(tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "MAX_YAML_BYTES", 100)
+    path = tmp_path / "t.yaml"
+    path.write_text("task: textgen\n" + "#" * 200 + "\n")
+    with pytest.raises(SeqappError, match=r"t\.yaml is 215 bytes, over the limit of 100 bytes"):
+        config.read_yaml(path)
+
+
+def test_cli_refuses_an_alias_bomb_in_one_line(cli, tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(alias_bomb())
+    result = cli("train", path, "--out", tmp_path / "runs")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"error: template {path} expands to 1,234,567,911 values through its YAML aliases "
+        "(at most 100,000 allowed); write the values out instead"]

@@ -7,7 +7,6 @@ points (``SEQAPP_FAULT``, see ``seqapp.faults``), in real ``seqapp`` processes.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import resource
 import subprocess
@@ -126,15 +125,6 @@ def seqapp(*args: object, cwd: Path, fault: str | None = None, file_limit: int |
                           text=True, timeout=600, preexec_fn=limit_file_size if file_limit else None)
 
 
-def tree_hash(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        digest.update(str(path.relative_to(folder)).encode())
-        if path.is_file():
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 def train_args(task: str, extra: list[str], out: str = "runs") -> list[str]:
     sets = [*REGISTRY[task].tiny["set"], *EXTRA, *extra]
     return ["train", task, *(arg for item in sets for arg in ("--set", item)), "-q", "--out", out]
@@ -152,7 +142,7 @@ def kill_and_resume(tmp_path: Path, args: list[str], task: str, fault: str) -> P
 
 
 @pytest.mark.slow
-def test_textgen_survives_sigkill_at_every_kind_of_moment(tmp_path, corpus):
+def test_textgen_survives_sigkill_at_every_kind_of_moment(tmp_path, corpus, tree_hash):
     args = [*train_args("textgen", []), "--data", corpus]
     baseline = seqapp(*args, cwd=tmp_path)
     assert baseline.returncode == 0, baseline.stderr

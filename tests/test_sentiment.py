@@ -264,7 +264,7 @@ def test_predict_from_stdin_and_json(cli, binary_run):
 
 def test_predict_refuses_no_input_and_foreign_options(cli, binary_run):
     result = cli("predict", "--run", binary_run)
-    assert result.exit_code == 2 and "give texts to classify" in result.output
+    assert result.exit_code == 2 and "no texts to classify" in result.output
     result = cli("predict", "fine", "--horizon", "3", "--run", binary_run)
     assert result.exit_code == 2 and "--horizon" in result.output
 

@@ -254,7 +254,7 @@ def test_predict_prints_token_slash_tag_or_json(trained, caplog):
     assert "Quito" in caplog.text
     record = json.loads(next(task.predict(trained, ["Anna flew to Quito."], json=True)))
     assert record["tokens"] == ["Anna", "flew", "to", "Quito", "."] and len(record["tags"]) == 5
-    with pytest.raises(SeqappError, match="give sentences to tag"):
+    with pytest.raises(SeqappError, match="no sentences to tag"):
         list(task.predict(trained, []))
 
 

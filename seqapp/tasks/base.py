@@ -11,6 +11,7 @@ keeps ``seqapp --help`` and ``seqapp tasks`` free of TensorFlow.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +77,7 @@ class Task:
     @classmethod
     def data_values(cls, path: Path) -> dict:
         """The config values that make ``--data PATH`` the training data (``section.key`` keys)."""
-        return {"data.path": str(Path(path).resolve())}
+        return {"data.path": os.path.abspath(path)}  # not resolve(): a link loop is read_text's to report
 
     def load_data(self, cfg: Config) -> Splits:
         """Read the data named in ``cfg.data`` and split it into train / val / test."""

@@ -239,7 +239,7 @@ class Sine(Task):
             raise SeqappError("a sine run forecasts from the end of its own series and takes no inputs; "
                               "use e.g. 'seqapp predict --horizon 50'")
         if horizon is not None and horizon < 1:
-            raise SeqappError(f"--horizon {horizon} must be at least 1")
+            raise SeqappError(f"--horizon {horizon} must be at least 1; e.g. --horizon 50")
 
     def predict(self, run: Any, inputs: list[str], **opts: Any) -> Iterator[str]:
         """``step,value`` lines forecasting ``horizon`` steps past the end of the series."""

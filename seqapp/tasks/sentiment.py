@@ -213,10 +213,13 @@ class Sentiment(Task):
                            Path(folder) / "confusion_matrix.png")
 
     # -- prediction -------------------------------------------------------------------
+    def check_inputs(self, inputs: list[str], **opts: Any) -> None:
+        if not inputs:
+            raise SeqappError("no texts to classify; give them as arguments, with --file FILE, or '-' to read stdin")
+
     def predict(self, run: Any, inputs: list[str], **opts: Any) -> Iterator[str]:
         """Label and probability of each text, all texts in one batched model call."""
-        if not inputs:
-            raise SeqappError("give texts to classify: as arguments, with --file FILE, or '-' to read stdin")
+        self.check_inputs(inputs)
         classes = run.preprocessing["classes"]
         probabilities = class_probabilities(run, inputs)
         width = max(len(label) for label in classes)
@@ -285,8 +288,9 @@ def read_file(path: Path, data: Any) -> Examples:
         examples.texts.append(text)
         examples.labels.append(label)
         examples.sources.append(where)
-    if not examples.texts:
-        raise SeqappError(f"data file {path} has no labelled rows; give one text and label per line")
+    if not examples.texts:  # only the header row
+        raise SeqappError(f"data file {path} has a header but no rows; add labelled texts below it, "
+                          "one text and label per line")
     return examples
 
 
@@ -325,6 +329,10 @@ def check_labels(examples: Examples, classes: list[str] | None, run_classes: boo
                 fix = ("train a new run on this data" if run_classes
                        else "add it to data.classes or fix the line")
                 raise SeqappError(f"{where}: unknown label '{label}' (known labels: {', '.join(classes)}); {fix}")
+    if not run_classes and len(examples.labels) == 1:  # e.g. a file holding only its header line
+        line = f"{examples.sources[0]} ('{examples.texts[0][:40]}' / '{examples.labels[0][:40]}')"
+        raise SeqappError(f"the data has only one row, {line}: a header with no data rows, or a single text; "
+                          "add labelled texts of at least two labels")
     if not run_classes and len(set(examples.labels)) < 2:
         only = examples.labels[0] if examples.labels else "none"
         raise SeqappError(f"the data has a single label ('{only}'); a classifier needs texts of at least two labels")
@@ -376,10 +384,11 @@ def labelled_dataset(examples: Examples, prep: dict, batch_size: int, shuffle: b
     weights = np.asarray(prep["class_weights"], np.float32)[y]
     targets = y[:, None].astype(np.float32) if len(prep["classes"]) == 2 else y
     if shuffle:
-        dataset = shuffled(tuple(tf.convert_to_tensor(part) for part in (x, targets, weights)), len(y), seed)
+        dataset = shuffled(tuple(tf.convert_to_tensor(part) for part in (x, targets, weights)), len(y), seed,
+                           batch_size)
     else:
-        dataset = tf.data.Dataset.from_tensor_slices((x, targets, weights))
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        dataset = tf.data.Dataset.from_tensor_slices((x, targets, weights)).batch(batch_size)
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def classifier(vocab_size: int, num_classes: int, model_cfg: Any) -> Any:

@@ -16,6 +16,7 @@ and a most-frequent-tag baseline (entity F1 for BIO tag sets).
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -108,8 +109,8 @@ class Tagging(Task):
                               "column index")
         if data.val_fraction + data.test_fraction >= 0.9:
             raise SeqappError("data.val_fraction + data.test_fraction must be below 0.9; keep most data for training")
-        data.val_path = str(Path(data.val_path).resolve()) if data.val_path else None
-        data.test_path = str(Path(data.test_path).resolve()) if data.test_path else None
+        data.val_path = os.path.abspath(data.val_path) if data.val_path else None
+        data.test_path = os.path.abspath(data.test_path) if data.test_path else None
 
     # -- data -------------------------------------------------------------------------
     def load_data(self, cfg: Config) -> Splits:
@@ -222,7 +223,7 @@ class Tagging(Task):
     # -- prediction -------------------------------------------------------------------
     def check_inputs(self, inputs: list[str], **opts: Any) -> None:
         if not inputs:
-            raise SeqappError("give sentences to tag: as arguments, with --file FILE, or '-' to read stdin")
+            raise SeqappError("no sentences to tag; give them as arguments, with --file FILE, or '-' to read stdin")
 
     def predict(self, run: Any, inputs: list[str], **opts: Any) -> Iterator[str]:
         """``token/TAG`` for each token of each input (split by :func:`split_tokens`), or

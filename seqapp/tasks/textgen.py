@@ -277,8 +277,7 @@ def generate_tokens(
     one compiled call and yielded one step at a time.
     """
     sampling.check_options(temperature, top_k, top_p)
-    if length < 0 or num_samples < 1:
-        raise SeqappError("--length must be >= 0 and --num-samples >= 1")
+    sampling.check_counts(length, num_samples)
     tokenizer = Tokenizer.from_dict(run.preprocessing["tokenizer"])
     seed = seed or run.preprocessing.get("default_seed", "\n")
     unknown = tokenizer.unknown_tokens(seed)
