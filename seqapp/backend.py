@@ -46,6 +46,7 @@ NOTE_FILES = ("port", "cudart_stub", "cuda_platform", "cuda_executor", "cpu_feat
 NOTE = re.compile(
     rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     rb"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags\."
+    rb"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU\."  # the LiteRT interpreter's start-up note
     rb"|[IW]\d{4} [\d:.]+\s+\d+ (" + "|".join(NOTE_FILES).encode() + rb")\.cc:\d+\] )"
 )
 CUINIT_FAILED = re.compile(rb"^E\d{4} [\d:.]+\s+\d+ \w+\.cc:\d+\] failed call to cuInit\b")

@@ -36,6 +36,9 @@ RunOption = Annotated[Path | None, typer.Option("--run", help="A run folder; def
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 TemplateArgument = Annotated[str, typer.Argument(
     help="Task or template name (see 'seqapp tasks'), or a .yaml template path.")]
+EngineOption = Annotated[str, typer.Option(
+    "--engine", help="auto: the run's LiteRT graphs when it has them (fast, no TensorFlow), else tf; "
+                     "litert; or tf (Keras).")]
 SetOption = Annotated[list[str] | None, typer.Option(
     "--set", help="Override a setting: --set model.units=512 (repeatable).")]
 
@@ -209,6 +212,7 @@ def generate(
         "--random-seed", help="Random seed for reproducible sampling.")] = None,
     run_dir: RunOption = None,
     out: OutOption = RUNS_ROOT,
+    engine: EngineOption = "auto",
 ) -> None:
     """Generate text that continues --seed with a text-generation run (streams to stdout)."""
     from seqapp import sampling
@@ -216,11 +220,11 @@ def generate(
     sampling.check_options(temperature, top_k, top_p)
     sampling.check_counts(length, num_samples)
     run = runs.find(run_dir, out, [name for name, cls in REGISTRY.items() if cls.generates])
-    backend.start()
+    task = get_task(run.task)()
     options = {"length": length, "temperature": temperature, "top_k": top_k, "top_p": top_p,
-               "random_seed": random_seed}
+               "random_seed": random_seed, "engine": start_engine(task, run, engine)}
     texts = [""] * num_samples
-    for pieces in get_task(run.task)().generate(run, seed, num_samples=num_samples, **options):
+    for pieces in task.generate(run, seed, num_samples=num_samples, **options):
         if num_samples == 1:
             sys.stdout.write(pieces[0])
             sys.stdout.flush()
@@ -263,6 +267,7 @@ def predict(
     out: OutOption = RUNS_ROOT,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Write the predictions to this file instead of stdout.")] = None,
+    engine: EngineOption = "auto",
     **task_options: Any,
 ) -> None:
     """Use the latest run (or --run) on new inputs and print the results."""
@@ -278,7 +283,8 @@ def predict(
     task.check_inputs(texts, **given)
     if output is not None and not output.parent.is_dir():
         raise SeqappError(f"--output {output}: folder {output.parent} does not exist; create it first")
-    backend.start()
+    if start_engine(task, run, engine) == "litert":
+        given["engine"] = "litert"
     lines = task.predict(run, texts, **given)
     if output is not None:
         text = "".join(f"{line}\n" for line in lines)
@@ -290,6 +296,16 @@ def predict(
         return
     for line in lines:
         typer.echo(line)
+
+
+def start_engine(task: Any, run: runs.Run, requested: str) -> str:
+    """The engine a command runs ``run`` on; TensorFlow is started only when it is ``tf``."""
+    if requested not in ("auto", "litert", "tf"):
+        raise SeqappError(f"--engine {requested!r} is not known; use auto, litert or tf")
+    engine = task.engine(run, requested)
+    if engine == "tf":
+        backend.start()
+    return engine
 
 
 def task_option_parameters() -> list[inspect.Parameter]:

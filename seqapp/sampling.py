@@ -89,6 +89,38 @@ def sample(logits: Any, seed: Any, temperature: float = 1.0, top_k: int | None =
     return tf.argmax(logits - tf.math.log(-tf.math.log(uniform)), axis=-1, output_type=tf.int32)
 
 
+def filter_logits_numpy(logits: np.ndarray, temperature: float = 1.0, top_k: int | None = None,
+                        top_p: float | None = None, banned: Sequence[int] = ()) -> np.ndarray:
+    """:func:`filter_logits` in numpy, for the LiteRT engine (no TensorFlow): the same rules."""
+    logits = np.array(logits, np.float32)
+    if banned:
+        logits[:, list(banned)] = -np.inf
+    if temperature > 0:
+        logits = logits / np.float32(temperature)
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = -np.sort(-logits, axis=-1)[:, top_k - 1:top_k]
+        logits = np.where(logits < kth, -np.inf, logits)
+    if top_p is not None and top_p < 1:
+        ordered = -np.sort(-logits, axis=-1)
+        probs = np.exp(ordered - ordered[:, :1])
+        probs /= probs.sum(axis=-1, keepdims=True)
+        mass_before = np.cumsum(probs, axis=-1) - probs
+        below = mass_before < max(top_p - TOP_P_TOLERANCE, 1e-12)
+        smallest_kept = np.min(np.where(below, ordered, np.inf), axis=-1, keepdims=True)
+        logits = np.where(logits < smallest_kept, -np.inf, logits)
+    return logits
+
+
+def sample_numpy(logits: np.ndarray, rng: np.random.Generator, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, banned: Sequence[int] = ()) -> np.ndarray:
+    """:func:`sample` in numpy: greedy at temperature 0, else a Gumbel-max draw from ``rng``."""
+    logits = filter_logits_numpy(logits, temperature, top_k, top_p, banned)
+    if temperature == 0:
+        return np.argmax(logits, axis=-1).astype(np.int32)
+    uniform = rng.uniform(1e-20, 1.0, logits.shape)
+    return np.argmax(logits - np.log(-np.log(uniform)), axis=-1).astype(np.int32)
+
+
 class StepFunction:
     """A step model (inputs: ``[x, *states]``; outputs: ``[y, *new states]``), compiled.
 

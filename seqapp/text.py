@@ -157,7 +157,19 @@ class Tokenizer:
 
 
 def pad(sequences: Sequence[Sequence[int]], max_len: int | None = None, side: str = "post") -> np.ndarray:
-    """Pad (with id 0) and truncate id lists to one int32 array, via Keras."""
-    from keras.utils import pad_sequences
+    """Pad (with id 0) and truncate id lists to one int32 array (``side``: where both happen).
 
-    return pad_sequences(list(sequences), maxlen=max_len, padding=side, truncating=side, value=PAD_ID, dtype="int32")
+    Plain numpy, as Keras's ``pad_sequences`` does it, so the fast inference path never
+    imports Keras.
+    """
+    rows = [list(row) for row in sequences]
+    width = max_len if max_len is not None else max((len(row) for row in rows), default=0)
+    out = np.full((len(rows), width), PAD_ID, np.int32)
+    for i, row in enumerate(rows):
+        row = (row[:width] if side == "post" else row[-width:]) if width else []
+        if row:
+            if side == "post":
+                out[i, : len(row)] = row
+            else:
+                out[i, width - len(row):] = row
+    return out

@@ -234,6 +234,7 @@ def finish(ready: Prepared, cfg: Config, folder: Path, history: dict) -> Run:
     save_model(ready.model, folder / "model.keras")
     faults.point("final_save")
     run = Run(path=folder, config=cfg, preprocessing=ready.preprocessing, _model=ready.model)
+    ready.task.export(run, folder)  # fast inference graphs (LiteRT), where the task has them
     metrics = ready.task.evaluate(run, ready.splits)
     metrics["epochs_trained"] = len(next(iter(history.values()), []))
     runs.write_json(folder / "metrics.json", metrics)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from seqapp.config import Config, ModelConfig
+from seqapp.errors import SeqappError
 
 if TYPE_CHECKING:
     import keras
@@ -111,6 +112,16 @@ class Task:
         """Stream text for ``seqapp generate`` (tasks with ``generates = True``): the seed
         first, then per step the text each sample adds."""
         raise NotImplementedError(f"{self.name} does not generate text")
+
+    def engine(self, run: Run, requested: str) -> str:
+        """The inference engine for ``run``: ``litert`` when the task saved LiteRT graphs that
+        can run (see :mod:`seqapp.litert`), else ``tf``; ``requested`` is auto, litert or tf."""
+        if requested == "litert":
+            raise SeqappError(f"{self.name} runs have no LiteRT engine yet; use --engine tf or auto")
+        return "tf"
+
+    def export(self, run: Run, folder: Path) -> None:
+        """Write the task's fast inference graphs into the run ``folder`` (default: none)."""
 
     def headline(self, metrics: dict) -> str:
         """One short phrase summing up a run's metrics, for ``seqapp runs``."""

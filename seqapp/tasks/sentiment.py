@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from seqapp import datafiles
+from seqapp import datafiles, litert
 from seqapp.config import Config, ModelConfig, setting
 from seqapp.errors import SeqappError
 from seqapp.layers import apply_stack, recurrent_stack
@@ -31,6 +31,7 @@ DEFAULT_DATA = "sentiment.tsv"
 # Files in a data folder that are documentation, not data.
 SKIPPED_NAMES = ("readme", "license", "licence", "sources", "citation")
 PREDICT_BATCH_SIZE = 1024
+LITERT_BATCH = 32  # texts per call of the LiteRT classifier (its batch is fixed when converted)
 
 
 @dataclass
@@ -217,11 +218,21 @@ class Sentiment(Task):
         if not inputs:
             raise SeqappError("no texts to classify; give them as arguments, with --file FILE, or '-' to read stdin")
 
+    def engine(self, run: Any, requested: str) -> str:
+        return litert.choose(run.path, "classifier", requested)
+
+    def export(self, run: Any, folder: Path) -> None:
+        """The classifier as a LiteRT graph over LITERT_BATCH texts of max_len tokens."""
+        import tensorflow as tf
+
+        shape = [LITERT_BATCH, run.preprocessing["max_len"]]
+        litert.export(folder, "classifier", run.model, [tf.TensorSpec(shape, tf.int32, name="tokens")])
+
     def predict(self, run: Any, inputs: list[str], **opts: Any) -> Iterator[str]:
         """Label and probability of each text, all texts in one batched model call."""
         self.check_inputs(inputs)
         classes = run.preprocessing["classes"]
-        probabilities = class_probabilities(run, inputs)
+        probabilities = class_probabilities(run, inputs, opts.get("engine", "tf"))
         width = max(len(label) for label in classes)
         for text, probs in zip(inputs, probabilities):
             best = int(probs.argmax())
@@ -363,6 +374,21 @@ def label_ids(examples: Examples, classes: list[str]) -> np.ndarray:
     return np.asarray([index[label] for label in examples.labels], np.int32)
 
 
+def litert_probabilities(run: Any, x: np.ndarray) -> np.ndarray:
+    """The classifier's outputs for padded ids ``x`` from its LiteRT graph (fixed batch and length)."""
+    graph = litert.load(run.path, "classifier")
+    full = np.full((len(x), run.preprocessing["max_len"]), PAD_ID, np.int32)
+    full[:, : x.shape[1]] = x
+    outputs = []
+    for start in range(0, len(full), LITERT_BATCH):
+        batch = np.full((LITERT_BATCH, full.shape[1]), PAD_ID, np.int32)
+        batch[:, 0] = OOV_ID  # filler rows: one unknown token, never a fully masked row
+        part = full[start:start + LITERT_BATCH]
+        batch[: len(part)] = part
+        outputs.append(graph({"tokens": batch})[0][: len(part)])
+    return np.concatenate(outputs).astype(np.float64)
+
+
 def encode_texts(tokenizer: Tokenizer, texts: list[str], max_len: int) -> np.ndarray:
     """Token ids padded after the text (id 0, masked) to the longest text, at most ``max_len``.
 
@@ -413,11 +439,15 @@ def classifier(vocab_size: int, num_classes: int, model_cfg: Any) -> Any:
     return keras.Model(tokens, probabilities, name="text_classifier")
 
 
-def class_probabilities(run: Any, texts: list[str]) -> np.ndarray:
-    """A (texts, classes) array of probabilities from one batched ``model.predict`` call."""
+def class_probabilities(run: Any, texts: list[str], engine: str = "tf") -> np.ndarray:
+    """A (texts, classes) array of probabilities: one batched ``model.predict`` call, or the
+    run's LiteRT classifier (``engine='litert'``) over batches of LITERT_BATCH."""
     tokenizer = Tokenizer.from_dict(run.preprocessing["tokenizer"])
     x = encode_texts(tokenizer, texts, run.preprocessing["max_len"])
-    output = np.asarray(run.model.predict(x, batch_size=PREDICT_BATCH_SIZE, verbose=0), np.float64)
+    if engine == "litert":
+        output = litert_probabilities(run, x)
+    else:
+        output = np.asarray(run.model.predict(x, batch_size=PREDICT_BATCH_SIZE, verbose=0), np.float64)
     if output.shape[1] == 1:
         output = np.concatenate([1.0 - output, output], axis=1)
     return output

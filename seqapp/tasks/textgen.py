@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from seqapp import datafiles, sampling
+from seqapp import datafiles, litert, sampling
 from seqapp.config import Config, setting
 from seqapp.errors import SeqappError
 from seqapp.layers import apply_stack, recurrent_stack, stateful_step
@@ -161,6 +161,12 @@ class TextGen(Task):
         """Stream generation: the seed text first, then per step the text each sample adds."""
         return generate_pieces(run, seed, **opts)
 
+    def engine(self, run: Any, requested: str) -> str:
+        return litert.choose(run.path, "step", requested)
+
+    def export(self, run: Any, folder: Path) -> None:
+        export_step(run, folder)
+
 
 def split_by_position(text: str, val_fraction: float, test_fraction: float) -> Splits:
     """Train is the beginning, then validation, then test; each cut moves to a line start."""
@@ -252,10 +258,29 @@ def language_model(vocab_size: int, model_cfg: Any, step: bool = False) -> Any:
     return keras.Model([tokens, *state_inputs], [head(x[:, -1, :]), *states], name="language_model_step")
 
 
-def step_function(run: Any) -> sampling.StepFunction:
-    """A compiled single-step model that shares the run's trained weights."""
-    step_model = language_model(len(run.preprocessing["tokenizer"]["vocab"]), run.config.model, step=True)
-    return sampling.StepFunction.sharing_weights(step_model, run.model)
+def step_function(run: Any, engine: str = "tf") -> Any:
+    """The run's single-step model: compiled Keras sharing the trained weights (``tf``), or the
+    LiteRT graph saved with the run (``litert``, see :mod:`seqapp.litert`)."""
+    if engine == "litert":
+        return litert.StepGraph(litert.load(run.path, "step"))
+    return sampling.StepFunction.sharing_weights(step_model(run), run.model)
+
+
+def step_model(run: Any) -> Any:
+    """A fresh single-step language model for the run's settings (weights not yet copied)."""
+    return language_model(len(run.preprocessing["tokenizer"]["vocab"]), run.config.model, step=True)
+
+
+def export_step(run: Any, folder: Path) -> None:
+    """Save the single-step model as a LiteRT graph in ``folder`` (batch 1, one token a step)."""
+    import tensorflow as tf
+
+    model = step_model(run)
+    model.set_weights(run.model.get_weights())
+    sizes = [int(state.shape[-1]) for state in model.inputs[1:]]
+    specs = [tf.TensorSpec([1, 1], tf.int32, name="tokens")]
+    specs += [tf.TensorSpec([1, size], tf.float32, name=f"state_{i}") for i, size in enumerate(sizes)]
+    litert.export(folder, "step", model, specs)
 
 
 def generate_tokens(
@@ -268,6 +293,7 @@ def generate_tokens(
     num_samples: int = 1,
     random_seed: int | None = None,
     step: sampling.StepFunction | None = None,
+    engine: str = "tf",
 ) -> Iterator[list[str]]:
     """Yield ``length`` steps of new tokens (a list with one token per sample).
 
@@ -289,14 +315,14 @@ def generate_tokens(
         raise SeqappError("the seed text has no tokens after standardisation; give another --seed")
     if random_seed is None:
         random_seed = int(np.random.default_rng().integers(2**31 - 1))
-    step = step or step_function(run)
+    step = step or step_function(run, engine)
     tokens = np.tile(np.asarray(seed_ids, np.int32), (num_samples, 1))
     logits, states = step(tokens, step.zero_states(num_samples))
     chunk = max(1, min(CHUNK, length))
     sampler = step.sampler(chunk, temperature, top_k, top_p, banned=range(len(SPECIALS)))
     for start in range(0, length, chunk):
         ids, logits, states = sampler(logits, states, np.int64(random_seed), np.int64(start))
-        for row in ids.numpy()[: length - start]:
+        for row in np.asarray(ids)[: length - start]:
             yield [tokenizer.vocab[i] for i in row]
 
 
