@@ -165,6 +165,21 @@ class Graph:
         return [found[name] for name in self.outputs]
 
 
+def batched(graph: Graph, name: str, rows: np.ndarray, filler: np.ndarray) -> np.ndarray:
+    """The first output of a fixed-batch ``graph`` for any number of ``rows`` of input ``name``.
+
+    Rows go through in batches of the graph's size; the last batch is topped up with
+    ``filler`` rows, whose outputs are dropped.
+    """
+    size = int(graph.inputs[name]["shape"][0])
+    outputs = []
+    for start in range(0, len(rows), size):
+        part = rows[start:start + size]
+        batch = np.concatenate([part, np.repeat(filler[None], size - len(part), axis=0)])
+        outputs.append(graph({name: batch})[0][: len(part)])
+    return np.concatenate(outputs)
+
+
 def load(run_path: Path, name: str) -> Graph:
     """Graph ``name`` of the run in ``run_path`` (see :func:`export`)."""
     entry = read_manifest(run_path).get(name)

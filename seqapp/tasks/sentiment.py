@@ -376,17 +376,9 @@ def label_ids(examples: Examples, classes: list[str]) -> np.ndarray:
 
 def litert_probabilities(run: Any, x: np.ndarray) -> np.ndarray:
     """The classifier's outputs for padded ids ``x`` from its LiteRT graph (fixed batch and length)."""
-    graph = litert.load(run.path, "classifier")
-    full = np.full((len(x), run.preprocessing["max_len"]), PAD_ID, np.int32)
-    full[:, : x.shape[1]] = x
-    outputs = []
-    for start in range(0, len(full), LITERT_BATCH):
-        batch = np.full((LITERT_BATCH, full.shape[1]), PAD_ID, np.int32)
-        batch[:, 0] = OOV_ID  # filler rows: one unknown token, never a fully masked row
-        part = full[start:start + LITERT_BATCH]
-        batch[: len(part)] = part
-        outputs.append(graph({"tokens": batch})[0][: len(part)])
-    return np.concatenate(outputs).astype(np.float64)
+    full = pad(x, run.preprocessing["max_len"])
+    filler = pad([[OOV_ID]], full.shape[1])[0]  # one unknown token: never a fully masked row
+    return litert.batched(litert.load(run.path, "classifier"), "tokens", full, filler).astype(np.float64)
 
 
 def encode_texts(tokenizer: Tokenizer, texts: list[str], max_len: int) -> np.ndarray:
