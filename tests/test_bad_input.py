@@ -162,9 +162,9 @@ CASES = [
     (["generate", "--out", "{tmp}/none"], "no textgen run found", True),
     (["generate", "--run", "{files}/missing-run"], "does not exist", True),
     (["generate", "--run", "{sine}"], "is a sine run", True),
-    (["generate", "--run", "{bad}/truncated"], "cannot be loaded as a Keras model", False),
-    (["generate", "--run", "{bad}/garbage"], "cannot be loaded as a Keras model", False),
-    (["generate", "--run", "{bad}/lambda"], "Lambda layer", False),
+    (["generate", "--run", "{bad}/truncated", "--engine", "tf"], "cannot be loaded as a Keras model", False),
+    (["generate", "--run", "{bad}/garbage", "--engine", "tf"], "cannot be loaded as a Keras model", False),
+    (["generate", "--run", "{bad}/lambda", "--engine", "tf"], "Lambda layer", False),
     # predict
     (["predict", "--out", "{tmp}/none"], "no run found", True),
     (["predict", "--run", "{senti}"], "no texts to classify", True),
