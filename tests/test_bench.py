@@ -1,0 +1,210 @@
+"""The benchmark suite's pieces (bench/): fast checks, no training and no peer needed."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `pytest` without `python -m`: the repository root holds bench/
+    sys.path.insert(0, str(ROOT))
+
+from bench import fixtures, latency, peers, report  # noqa: E402
+from bench.flops import cell_flops_per_token, percent_of_bound  # noqa: E402
+from bench.machine import parse_cpuinfo, sgemm_gflops  # noqa: E402
+from bench.suite import Settings, busy_note, repeats  # noqa: E402
+
+CPUINFO_AVX512 = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz
+flags\t\t: fpu sse2 avx avx2 fma avx512f avx512dq avx512bw avx512vl avx512_vnni
+
+processor\t: 1
+model name\t: Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz
+flags\t\t: fpu sse2 avx avx2 fma avx512f avx512dq avx512bw avx512vl avx512_vnni
+
+processor\t: 2
+model name\t: Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz
+flags\t\t: fpu sse2 avx avx2 fma avx512f avx512dq avx512bw avx512vl avx512_vnni
+"""
+
+CPUINFO_AVX2 = """processor\t: 0
+model name\t: AMD EPYC
+flags\t\t: fpu sse2 avx avx2 fma
+
+processor\t: 1
+model name\t: AMD EPYC
+flags\t\t: fpu sse2 avx avx2 fma
+"""
+
+
+def test_cpuinfo_with_avx512() -> None:
+    info = parse_cpuinfo(CPUINFO_AVX512)
+    assert info["cpu_model"] == "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz"
+    assert info["cores"] == 3
+    assert info["avx2"] and info["avx512"] and info["fma"]
+    assert info["avx512_flags"] == ["avx512_vnni", "avx512bw", "avx512dq", "avx512f", "avx512vl"]
+
+
+def test_cpuinfo_without_avx512_or_anything() -> None:
+    info = parse_cpuinfo(CPUINFO_AVX2)
+    assert (info["cpu_model"], info["cores"], info["avx2"], info["avx512"]) == ("AMD EPYC", 2, True, False)
+    assert info["avx512_flags"] == []
+    empty = parse_cpuinfo("")
+    assert (empty["cpu_model"], empty["cores"], empty["avx2"], empty["avx512"]) == (None, 0, False, False)
+
+
+def test_sgemm_measures_a_positive_finite_rate() -> None:
+    gflops = sgemm_gflops(n=128, repeats=2)
+    assert gflops > 0 and math.isfinite(gflops)
+
+
+def test_flops_per_token_per_cell() -> None:
+    lstm = cell_flops_per_token("lstm", 64, 256)
+    assert lstm == 3 * 2 * 4 * (64 + 256) * 256 == 1_966_080
+    assert cell_flops_per_token("gru", 64, 256) * 4 == lstm * 3
+    assert cell_flops_per_token("simplernn", 64, 256) * 4 == lstm
+    assert cell_flops_per_token("lstm", 128, 256) > lstm
+    with pytest.raises(KeyError):
+        cell_flops_per_token("transformer", 64, 256)
+
+
+def test_percent_of_the_sgemm_bound() -> None:
+    assert percent_of_bound(10_000, 1_000_000, 100.0) == 10.0  # 1e10 FLOP/s of 1e11
+    assert percent_of_bound(50_000, 2_000_000, 50.0) == 200.0
+    assert percent_of_bound(None, 1_000_000, 100.0) is None
+    assert percent_of_bound(10_000, 1_000_000, None) is None
+
+
+def sample_result() -> dict:
+    """A result as the suite leaves it: seqapp measured, the PyTorch peer missing."""
+    result = report.empty_result()
+    result.update(quick=True, started_utc="2026-01-01T00:00:00Z", wall_s=123.4)
+    result["settings"] = {"train_seconds": 10.0}
+    result["machine"] = {"cpu_model": "AMD EPYC", "cores": 2, "avx2": True, "avx512": False, "sgemm_gflops": 74.0,
+                         "python": "3.11.7", "tensorflow": "2.21.0", "keras": "3.15.1", "torch": None}
+    result["train_tokens_per_s"]["seqapp"]["lstm_256"] = 36228.0
+    result["train_pct_of_sgemm"]["seqapp"]["lstm_256"] = 9.6
+    result["val_loss"]["seqapp"]["lstm_256"] = 1.998
+    result["generate_chars_per_s"]["seqapp"]["batch_1"] = 3430.0
+    result["latency_s"]["generate"]["default"] = 0.82
+    result["peak_rss_kb"]["generate"]["default"] = 204800
+    result["notes"].append("PyTorch peer: no Python with torch found (give --torch-python): peer figures are n/a")
+    return report.add_ratios(result)
+
+
+def table_row(markdown: str, start: str) -> list[str]:
+    """The cells of the table row whose first cell starts with ``start``."""
+    for line in markdown.splitlines():
+        if line.startswith(f"| {start}"):
+            return [cell.strip() for cell in line.strip("|").split("|")]
+    raise AssertionError(f"no row {start!r} in:\n{markdown}")
+
+
+def test_markdown_shows_a_missing_peer_as_na_with_the_note() -> None:
+    markdown = report.render_markdown(sample_result())
+    assert table_row(markdown, "LSTM(256): training tokens/s") == [
+        "LSTM(256): training tokens/s (% of sgemm bound)", "36,228 (9.6%)", "n/a", "n/a"]
+    assert table_row(markdown, "LSTM(256): validation loss")[1:] == ["1.998", "n/a", "n/a"]
+    assert table_row(markdown, "generation chars/s, batch 1")[1:] == ["3,430", "n/a", "n/a"]
+    assert table_row(markdown, "generate: peak RSS")[1:3] == ["200", "n/a"]
+    assert "- PyTorch peer: no Python with torch found" in markdown
+    assert "GRU(256)" not in markdown  # nothing measured: the row is left out
+    assert "AMD EPYC, 2 cores (AVX2); sgemm 74.0 GFLOP/s" in markdown
+
+
+def test_ratios_are_seqapp_over_the_peer_where_both_exist() -> None:
+    result = sample_result()
+    assert result["ratios"]["train_tokens_per_s.lstm_256"] is None
+    result["train_tokens_per_s"]["torch"]["lstm_256"] = 60000.0
+    result["latency_s"]["generate"]["torch"] = 3.28
+    report.add_ratios(result)
+    assert result["ratios"]["train_tokens_per_s.lstm_256"] == round(36228 / 60000, 3)
+    assert result["ratios"]["latency_s.generate.default"] == 0.25
+    assert result["ratios"]["latency_s.generate.tf"] is None
+    markdown = report.render_markdown(result)
+    assert table_row(markdown, "LSTM(256): training tokens/s")[2:] == ["60,000", "0.60"]
+
+
+def test_result_files_hold_every_key(tmp_path: Path) -> None:
+    json_path, md_path = report.write(sample_result(), tmp_path)
+    saved = json.loads(json_path.read_text())
+    for side in ("seqapp", "torch"):
+        assert set(saved["train_tokens_per_s"][side]) == {"lstm_256", "gru_256", "simplernn_256"}
+        assert set(saved["generate_chars_per_s"][side]) == {"batch_1", "batch_64"}
+    assert set(saved["latency_s"]["generate"]) == {"default", "tf", "torch"}
+    assert saved["train_tokens_per_s"]["torch"]["lstm_256"] is None
+    assert md_path.read_text().startswith("# seqapp benchmark (--quick)")
+
+
+def fake_python(folder: Path, name: str, status: int) -> str:
+    """An executable that ignores its arguments and exits with ``status``."""
+    path = folder / name
+    path.write_text(f"#!/bin/sh\nexit {status}\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_peer_detection(tmp_path: Path) -> None:
+    without = fake_python(tmp_path, "no-torch", 1)
+    with_torch = fake_python(tmp_path, "has-torch", 0)
+    assert peers.find_torch_python([]) is None
+    assert peers.find_torch_python([str(tmp_path / "missing"), without]) is None
+    assert peers.find_torch_python([str(tmp_path / "missing"), without, with_torch]) == with_torch
+
+
+def test_command_latency_and_peak_rss_of_a_fresh_process() -> None:
+    ballast = b"x" * (300 << 20)  # this process's peak must not show in the child's
+    child = [sys.executable, "-c", "import sys; b = b'y' * (50 << 20); print('a'); print('b'); sys.stdout.flush()"]
+    figures = latency.run_process(child)
+    assert len(ballast) and figures["lines"] == 2 and figures["wall_s"] > 0
+    assert 50 * 1024 < figures["peak_rss_kb"] < 250 * 1024
+    with pytest.raises(RuntimeError, match="exited 3"):
+        latency.run_process([sys.executable, "-c", "import sys; sys.exit(3)"])
+
+
+def test_round_robin_repeats_and_failures() -> None:
+    commands = {"ok.default": [sys.executable, "-c", "pass"],
+                "bad.default": [sys.executable, "-c", "raise SystemExit(2)"]}
+    measured = latency.measure(commands, {"ok.default": 3, "bad.default": 2})
+    assert len(measured["ok.default"]["runs_s"]) == 3
+    assert measured["ok.default"]["median_s"] == sorted(measured["ok.default"]["runs_s"])[1]
+    assert "exited 2" in measured["bad.default"]["error"]
+
+
+def test_saved_run_is_read_from_the_training_output(tmp_path: Path) -> None:
+    run = tmp_path / "textgen" / "20260101-000000"
+    run.mkdir(parents=True)
+    assert fixtures.saved_run(f"epoch 1\nsaved run {run}\ntest loss 3.3\n", tmp_path, "textgen") == run
+    assert fixtures.saved_run("", tmp_path, "textgen") == run
+    with pytest.raises(RuntimeError):
+        fixtures.saved_run("", tmp_path, "sentiment")
+
+
+def test_many_input_files(tmp_path: Path) -> None:
+    files = fixtures.write_inputs(tmp_path, 25, 7)
+    assert len(files["sentiment"].read_text().splitlines()) == 25
+    assert len(files["translate"].read_text().splitlines()) == 7
+    assert "\t" not in files["translate"].read_text()
+
+
+def test_quick_settings_are_shorter() -> None:
+    quick, full = Settings.for_mode(True, None, Path("x")), Settings.for_mode(False, None, Path("x"))
+    assert quick.cells == ("lstm",) and full.cells == ("lstm", "gru", "simplernn")
+    assert (quick.reps, full.reps) == (3, 5)
+    assert [repeats(full, name) for name in ("generate.default", "generate.tf", "predict_translate_1k.default")] == [
+        5, 5, 5]
+    assert [repeats(quick, name) for name in ("generate.torch", "generate.tf", "predict_sentiment_10k.default")] == [
+        3, 1, 1]
+    assert quick.train_seconds < full.train_seconds and full.gen_steps["batch_1"] == 20_000
+
+
+def test_a_busy_machine_is_noted() -> None:
+    assert busy_note({"loadavg_start": [0.4, 1.0, 1.0], "cores_usable": 2}) is None
+    assert "load average 1.50 on 2 cores" in busy_note({"loadavg_start": [1.5, 1.0, 1.0], "cores_usable": 2})
+    assert busy_note({"loadavg_start": [1.5, 1.0, 1.0], "cores_usable": 4}) is None
+    assert busy_note({"loadavg_start": None, "cores": 2}) is None
