@@ -37,6 +37,8 @@ class Run:
     config: Config
     preprocessing: dict
     _model: Any = field(default=None, repr=False)
+    # inference objects built once per run and process (step functions, their compiled samplers)
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def task(self) -> str:

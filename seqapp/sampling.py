@@ -139,6 +139,7 @@ class StepFunction:
         self.state_shapes = [int(state.shape[-1]) for state in step_model.inputs[1:]]
         self.dtype = input_spec.dtype.as_numpy_dtype
         signature = [input_spec] + [tf.TensorSpec([None, size], tf.float32) for size in self.state_shapes]
+        self._samplers: dict[tuple, Any] = {}
         self._call = tf.function(lambda x, *states: step_model([x, *states], training=False),
                                  input_signature=signature, autograph=False)
 
@@ -165,8 +166,17 @@ class StepFunction:
         """A compiled ``(logits, states, seed, start) -> (ids [chunk, batch], logits, states)``.
 
         It samples a token, feeds it back and carries the state, ``chunk`` times in one
-        graph; step ``i`` draws with the stateless seed ``(seed, start + i)``.
+        graph; step ``i`` draws with the stateless seed ``(seed, start + i)``. One sampler
+        is built per setting and kept, so a second call with the same settings neither
+        retraces nor recompiles.
         """
+        key = (chunk, float(temperature), top_k, top_p, tuple(banned))
+        if key not in self._samplers:
+            self._samplers[key] = self._compiled_sampler(chunk, temperature, top_k, top_p, banned)
+        return self._samplers[key]
+
+    def _compiled_sampler(self, chunk: int, temperature: float, top_k: int | None, top_p: float | None,
+                          banned: Sequence[int]) -> Any:
         import tensorflow as tf
 
         step_model = self.step_model

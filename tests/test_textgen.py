@@ -66,6 +66,16 @@ def test_batch_samples_are_independent_and_greedy_is_deterministic(random_run):
     assert sampled == again
 
 
+def test_second_generation_reuses_the_compiled_sampler(random_run):
+    first = generate_texts(random_run, "ab", length=12, temperature=0.8, random_seed=1)
+    step = step_function(random_run)
+    (sampler,) = step._samplers.values()
+    traced = sampler.experimental_get_tracing_count()
+    assert generate_texts(random_run, "ab", length=12, temperature=0.8, random_seed=1) == first
+    assert step_function(random_run) is step and list(step._samplers.values()) == [sampler]
+    assert sampler.experimental_get_tracing_count() == traced == 1
+
+
 def test_generation_never_emits_special_tokens(random_run):
     text = generate_texts(random_run, "a", length=200, temperature=3.0, random_seed=0)[0]
     assert "<" not in text

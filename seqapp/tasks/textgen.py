@@ -260,10 +260,15 @@ def language_model(vocab_size: int, model_cfg: Any, step: bool = False) -> Any:
 
 def step_function(run: Any, engine: str = "tf") -> Any:
     """The run's single-step model: compiled Keras sharing the trained weights (``tf``), or the
-    LiteRT graph saved with the run (``litert``, see :mod:`seqapp.litert`)."""
-    if engine == "litert":
-        return litert.StepGraph(litert.load(run.path, "step"))
-    return sampling.StepFunction.sharing_weights(step_model(run), run.model)
+    LiteRT graph saved with the run (``litert``, see :mod:`seqapp.litert`). Built once per run
+    object, so that later calls in the same process reuse its traced graphs."""
+    key = ("textgen.step", engine)
+    if key not in run.cache:
+        if engine == "litert":
+            run.cache[key] = litert.StepGraph(litert.load(run.path, "step"))
+        else:
+            run.cache[key] = sampling.StepFunction.sharing_weights(step_model(run), run.model)
+    return run.cache[key]
 
 
 def step_model(run: Any) -> Any:
