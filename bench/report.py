@@ -9,6 +9,7 @@ Every key is present in every run; what was not measured (a missing peer, a sect
     train_pct_of_sgemm.<side>.<cell>     the same as % of the sgemm bound (bench/flops.py)
     val_loss.<side>.<cell>               validation nats/char after the same time budget
     generate_chars_per_s.<side>.batch_1 / batch_64     steady state, first call excluded
+    generate_chars_per_s.seqapp.batch_1_litert         the same on the LiteRT engine (ratio: vs peer batch_1)
     generate_first_call_s.<side>.batch_1 / batch_64    that first call
     latency_s.<command>.<variant>        median wall seconds of a fresh process
     peak_rss_kb.<command>.<variant>      largest peak RSS of those processes
@@ -26,6 +27,7 @@ CELLS = ("lstm", "gru", "simplernn")
 CELL_NAMES = {"lstm": "LSTM", "gru": "GRU", "simplernn": "SimpleRNN"}
 SIDES = ("seqapp", "torch")
 BATCHES = ("batch_1", "batch_64")
+LITERT_BATCH = "batch_1_litert"  # seqapp only: the engine `seqapp generate` uses by default, against the peer's batch 1
 LATENCY = {"generate": ("default", "tf", "torch"), "predict_sentiment": ("default", "tf"),
            "predict_translate": ("default", "tf"), "predict_sentiment_10k": ("default", "tf"),
            "predict_translate_1k": ("default", "tf")}
@@ -40,7 +42,7 @@ def empty_result(units: int = 256, embed: int = 64) -> dict:
     """The result layout with every figure ``null``."""
     cells = [cell_key(cell, units) for cell in CELLS]
     per_cell = {side: dict.fromkeys(cells) for side in SIDES}
-    per_batch = {side: dict.fromkeys(BATCHES) for side in SIDES}
+    per_batch = {side: dict.fromkeys(BATCHES + ((LITERT_BATCH,) if side == "seqapp" else ())) for side in SIDES}
     per_command = {command: dict.fromkeys(variants) for command, variants in LATENCY.items()}
     return {
         "schema": 1, "quick": None, "started_utc": None, "wall_s": None, "machine": {}, "settings": {},
@@ -64,7 +66,8 @@ def add_ratios(result: dict) -> dict:
     ratios = {}
     for figure in ("train_tokens_per_s", "val_loss", "generate_chars_per_s"):
         for key, ours in result[figure]["seqapp"].items():
-            ratios[f"{figure}.{key}"] = ratio(ours, result[figure]["torch"].get(key))
+            peer_key = "batch_1" if key == LITERT_BATCH else key
+            ratios[f"{figure}.{key}"] = ratio(ours, result[figure]["torch"].get(peer_key))
     for figure in ("latency_s", "peak_rss_kb"):
         generate = result[figure]["generate"]
         for variant in ("default", "tf"):
@@ -112,13 +115,14 @@ def training_rows(result: dict) -> list[list[str]]:
 def generation_rows(result: dict) -> list[list[str]]:
     """Table rows for steady-state generation speed and the first call."""
     rows = []
-    for batch in BATCHES:
-        label = batch.replace("_", " ")
-        rows.append([f"generation chars/s, {label} (steady state)",
-                     *(fmt(result["generate_chars_per_s"][s][batch]) for s in SIDES),
+    for batch in (*BATCHES, LITERT_BATCH):
+        label = "batch 1, LiteRT engine (peer: batch 1)" if batch == LITERT_BATCH else batch.replace("_", " ")
+        peer = "batch_1" if batch == LITERT_BATCH else batch
+        sides = [result[figure]["seqapp"].get(batch) for figure in ("generate_chars_per_s", "generate_first_call_s")]
+        peers = [result[figure]["torch"].get(peer) for figure in ("generate_chars_per_s", "generate_first_call_s")]
+        rows.append([f"generation chars/s, {label} (steady state)", fmt(sides[0]), fmt(peers[0]),
                      fmt(result["ratios"].get(f"generate_chars_per_s.{batch}"), 2)])
-        rows.append([f"generation first call (s), {label}",
-                     *(fmt(result["generate_first_call_s"][s][batch], 3) for s in SIDES), ""])
+        rows.append([f"generation first call (s), {label}", fmt(sides[1], 3), fmt(peers[1], 3), ""])
     return rows
 
 

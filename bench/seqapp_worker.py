@@ -16,11 +16,14 @@ TensorFlow, each cell starts clean, and two TensorFlow habits cannot touch the f
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 from bench.textgen_vs_torch import generation_speed, train_seqapp
 
@@ -35,9 +38,22 @@ def measure(args: argparse.Namespace) -> dict:
     """Train one cell, then time generation at each requested batch size."""
     figures, run = train_seqapp(args.data, args.cell, args.units, args.seconds, args.batch, args.seq_len)
     gc.disable()  # see the module docstring: no iterator teardown inside a timed loop
-    generation = {f"batch_{batch}": generation_speed(run, batch, steps)
-                  for batch, steps in parse_generate(args.generate).items()}
+    wanted = parse_generate(args.generate)
+    generation = {f"batch_{batch}": generation_speed(run, batch, steps) for batch, steps in wanted.items()}
+    if 1 in wanted:
+        generation["batch_1_litert"] = litert_speed(run, wanted[1])
     return {**figures, "generation": generation}
+
+
+def litert_speed(run: Any, steps: int) -> dict:
+    """Batch-1 speed on the engine ``seqapp generate`` uses by default: the LiteRT step graph
+    that training saves with a run, exported here into a temporary run folder."""
+    from seqapp.tasks.textgen import export_step
+
+    with tempfile.TemporaryDirectory(prefix="seqapp-bench-litert-") as folder:
+        exported = dataclasses.replace(run, path=Path(folder), cache={})
+        export_step(exported, Path(folder))
+        return generation_speed(exported, 1, steps, engine="litert")
 
 
 def main(argv: list[str] | None = None) -> None:

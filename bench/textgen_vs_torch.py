@@ -91,16 +91,17 @@ def train_seqapp(data: Path, cell: str, units: int, seconds: float, batch: int, 
     return figures, Run(path=ROOT, config=cfg, preprocessing=prep, _model=model)
 
 
-def generation_speed(run: Any, batch: int, steps: int, seed: str = "\n") -> dict:
-    """Steady-state characters/s of stateful sampling at ``batch`` (Keras/TF path), first call apart.
+def generation_speed(run: Any, batch: int, steps: int, seed: str = "\n", engine: str = "tf") -> dict:
+    """Steady-state characters/s of stateful sampling at ``batch``, first call apart.
 
-    ``generate_tokens`` samples ``CHUNK`` steps per compiled call; the first call (seed pass,
-    tracing, XLA compilation, first chunk) is timed to the first token, the rest is steady.
+    ``generate_tokens`` samples ``CHUNK`` steps per call (``tf``: one XLA-compiled call;
+    ``litert``: the run's LiteRT step graph driven from numpy); the first call (seed pass,
+    tracing and compiling on ``tf``, first chunk) is timed to the first token, the rest is steady.
     """
     from seqapp.tasks.textgen import CHUNK, generate_tokens, step_function
 
     steps = max(steps, 2 * CHUNK)
-    step = step_function(run)
+    step = step_function(run, engine)
     start, first = time.perf_counter(), None
     for _ in generate_tokens(run, seed, length=steps, num_samples=batch, random_seed=0, step=step):
         first = first or time.perf_counter()

@@ -130,12 +130,23 @@ def test_ratios_are_seqapp_over_the_peer_where_both_exist() -> None:
     assert table_row(markdown, "LSTM(256): training tokens/s")[2:] == ["60,000", "0.60"]
 
 
+def test_the_litert_generation_figure_is_compared_with_the_peers_batch_1() -> None:
+    result = sample_result()
+    result["generate_chars_per_s"]["seqapp"]["batch_1_litert"] = 4000.0
+    result["generate_chars_per_s"]["torch"]["batch_1"] = 320.0
+    report.add_ratios(result)
+    assert result["ratios"]["generate_chars_per_s.batch_1_litert"] == 12.5
+    markdown = report.render_markdown(result)
+    assert table_row(markdown, "generation chars/s, batch 1, LiteRT")[1:] == ["4,000", "320", "12.50"]
+
+
 def test_result_files_hold_every_key(tmp_path: Path) -> None:
     json_path, md_path = report.write(sample_result(), tmp_path)
     saved = json.loads(json_path.read_text())
     for side in ("seqapp", "torch"):
         assert set(saved["train_tokens_per_s"][side]) == {"lstm_256", "gru_256", "simplernn_256"}
-        assert set(saved["generate_chars_per_s"][side]) == {"batch_1", "batch_64"}
+        litert = {"batch_1_litert"} if side == "seqapp" else set()
+        assert set(saved["generate_chars_per_s"][side]) == {"batch_1", "batch_64"} | litert
     assert set(saved["latency_s"]["generate"]) == {"default", "tf", "torch"}
     assert saved["train_tokens_per_s"]["torch"]["lstm_256"] is None
     assert md_path.read_text().startswith("# seqapp benchmark (--quick)")
