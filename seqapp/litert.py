@@ -1,10 +1,12 @@
 """Fast inference without TensorFlow: a run's step graph as a LiteRT file, run in numpy.
 
-Training converts the task's inference graphs (the text generator's single-step model)
-to LiteRT flatbuffers in ``<run>/litert/`` with TensorFlow's converter (builtin ops only,
-the trained weights frozen in, batch 1), checks each against Keras on random inputs, and
-notes the input and output tensor names in ``manifest.json``. ``seqapp generate`` then
-runs them on the ``ai-edge-litert`` interpreter, sampling in numpy, and never imports
+Training converts the task's inference graphs (the text generator's single-step model,
+the sentiment classifier, the translator's encoder and decoder step) to LiteRT
+flatbuffers in ``<run>/litert/`` with TensorFlow's converter (builtin ops only, the
+trained weights frozen in, a fixed batch; a sequence length may stay free), checks each
+against Keras on random inputs, and notes the input and output tensor names in
+``manifest.json``. ``seqapp generate`` and ``predict`` then run them on the
+``ai-edge-litert`` interpreter, sampling or searching in numpy, and never import
 TensorFlow: the command answers in well under a second instead of paying TensorFlow's
 import and XLA compile on every call. ``--engine tf`` keeps the Keras path.
 
@@ -13,9 +15,11 @@ This module imports neither TensorFlow nor the interpreter at import time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,7 @@ log = logging.getLogger("seqapp")
 FOLDER = "litert"
 MANIFEST = "manifest.json"
 TOLERANCE = 1e-4  # largest difference from Keras allowed when a graph is checked at export
+DYNAMIC_SIZES = (1, 7)  # where a graph has a free dimension, the sizes it is checked at
 
 
 def available(run_path: Path, graph: str) -> bool:
@@ -64,8 +69,9 @@ def export(folder: Path, name: str, model: Any, specs: Sequence[Any]) -> bool:
     TensorFlow engine). Returns True when the graph was written.
     """
     try:
-        blob = convert(model, specs)
-        outputs = check(blob, model, specs)
+        with quiet_conversion():
+            blob = convert(model, specs)
+            outputs = check(blob, model, specs)
     except Exception as exc:  # the converter raises many kinds; the run stays usable without it
         log.warning(f"no LiteRT {name} graph for this run ({str(exc).splitlines()[0][:200]}); "
                     "generate and predict will use TensorFlow")
@@ -77,6 +83,22 @@ def export(folder: Path, name: str, model: Any, specs: Sequence[Any]) -> bool:
     manifest[name] = {"inputs": [spec.name for spec in specs], "outputs": outputs}
     (target / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return True
+
+
+@contextlib.contextmanager
+def quiet_conversion() -> Iterator[None]:
+    """Hide the notes Keras and the converter print on the way (the structure of the inputs,
+    a deprecated conversion path, a softmax over a one-position source while checking):
+    they say nothing a seqapp user can act on. A failed conversion is still reported."""
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        absl.setLevel(level)
 
 
 def convert(model: Any, specs: Sequence[Any]) -> bytes:
@@ -93,14 +115,29 @@ def convert(model: Any, specs: Sequence[Any]) -> bytes:
 
 
 def check(blob: bytes, model: Any, specs: Sequence[Any]) -> list[str]:
-    """Compare the LiteRT graph with Keras on random inputs; return its output names in Keras's order."""
+    """Compare the LiteRT graph with Keras on random inputs; return its output names in Keras's order.
+
+    A graph with a free dimension (a source sentence of any length) is checked at each of
+    ``DYNAMIC_SIZES``, so a graph that is only right at the size it was first run with is caught.
+    """
     rng = np.random.default_rng(0)
-    inputs = {spec.name: random_input(rng, spec) for spec in specs}
-    expected = model([inputs[spec.name] for spec in specs], training=False)
-    expected = [np.asarray(value) for value in (expected if isinstance(expected, (list, tuple)) else [expected])]
     graph = Graph(blob)
-    got = graph.run_raw(inputs)
-    names = []
+    dynamic = any(size is None for spec in specs for size in spec.shape)
+    found = None
+    for size in DYNAMIC_SIZES if dynamic else (1,):
+        inputs = {spec.name: random_input(rng, spec, size) for spec in specs}
+        expected = model([inputs[spec.name] for spec in specs], training=False)
+        expected = [np.asarray(value) for value in (expected if isinstance(expected, (list, tuple)) else [expected])]
+        names = match_outputs(expected, graph.run_raw(inputs))
+        if found is not None and names != found:
+            raise ValueError(f"the converted graph's outputs change order at size {size}")
+        found = names
+    return found
+
+
+def match_outputs(expected: list[np.ndarray], got: dict[str, np.ndarray]) -> list[str]:
+    """The name of the LiteRT output equal to each Keras output (same shape, within TOLERANCE)."""
+    names: list[str] = []
     for want in expected:
         match = [name for name, value in got.items() if value.shape == want.shape and name not in names
                  and np.max(np.abs(value - want), initial=0.0) <= TOLERANCE]
@@ -110,8 +147,11 @@ def check(blob: bytes, model: Any, specs: Sequence[Any]) -> list[str]:
     return names
 
 
-def random_input(rng: np.random.Generator, spec: Any) -> np.ndarray:
-    shape = [int(size) for size in spec.shape]
+def random_input(rng: np.random.Generator, spec: Any, size: int = 1) -> np.ndarray:
+    """Random values for ``spec``; a free dimension (None) gets ``size``."""
+    shape = [size if dim is None else int(dim) for dim in spec.shape]
+    if spec.dtype.is_bool:  # a mask: some positions off, so masking is part of the check
+        return rng.random(shape) < 0.7
     if spec.dtype.is_integer:
         return rng.integers(0, 4, shape).astype(spec.dtype.as_numpy_dtype)
     return rng.normal(0, 0.5, shape).astype(spec.dtype.as_numpy_dtype)
@@ -153,11 +193,29 @@ class Graph:
 
     def run_raw(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Invoke with ``inputs`` by name; every output by its tensor name."""
+        self.fit_shapes(inputs)
         for name, value in inputs.items():
             detail = self.inputs[name]
             self.interpreter.set_tensor(detail["index"], np.asarray(value, detail["dtype"]))
         self.interpreter.invoke()
         return {name: self.interpreter.get_tensor(index) for name, index in self.output_index.items()}
+
+    def fit_shapes(self, inputs: dict[str, np.ndarray]) -> None:
+        """Resize the graph's free dimensions (exported as None) to the shapes of ``inputs``.
+
+        Only free dimensions change (``strict``): a fixed batch stays fixed, and a wrong
+        shape is the interpreter's error. Tensors are re-allocated only when a shape changed,
+        which for the translator is once per batch of sentences, not once per step.
+        """
+        changed = False
+        for name, value in inputs.items():
+            detail = self.inputs[name]
+            if tuple(detail["shape"]) != np.shape(value):
+                self.interpreter.resize_tensor_input(detail["index"], list(np.shape(value)), strict=True)
+                changed = True
+        if changed:
+            self.interpreter.allocate_tensors()
+            self.inputs = {d["name"]: d for d in self.interpreter.get_input_details()}
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         """The outputs in the order of the Keras model the graph was made from."""
@@ -171,13 +229,29 @@ def batched(graph: Graph, name: str, rows: np.ndarray, filler: np.ndarray) -> np
     Rows go through in batches of the graph's size; the last batch is topped up with
     ``filler`` rows, whose outputs are dropped.
     """
-    size = int(graph.inputs[name]["shape"][0])
-    outputs = []
-    for start in range(0, len(rows), size):
-        part = rows[start:start + size]
-        batch = np.concatenate([part, np.repeat(filler[None], size - len(part), axis=0)])
-        outputs.append(graph({name: batch})[0][: len(part)])
-    return np.concatenate(outputs)
+    return batched_outputs(graph, {name: rows}, {name: filler})[0]
+
+
+def batched_outputs(graph: Graph, feed: dict[str, np.ndarray], fillers: dict[str, np.ndarray] | None = None,
+                    ) -> list[np.ndarray]:
+    """All outputs (Keras's order) of a fixed-batch ``graph`` for any number of rows.
+
+    Every array of ``feed`` holds the same rows; they go through in batches of the graph's
+    size, the last batch topped up with the row in ``fillers`` (zeros where none is given),
+    whose outputs are dropped. Free dimensions take the width of ``feed`` (see Graph.fit_shapes).
+    """
+    feed = {name: np.asarray(rows) for name, rows in feed.items()}
+    count = len(next(iter(feed.values())))
+    size = int(graph.inputs[next(iter(feed))]["shape"][0])
+    spare = -count % size
+    if spare:
+        fillers = fillers or {}
+        feed = {name: np.concatenate([rows, np.repeat(np.asarray(fillers.get(name, np.zeros_like(rows[0])),
+                                                                 rows.dtype)[None], spare, axis=0)])
+                for name, rows in feed.items()}
+    parts = [graph({name: rows[start:start + size] for name, rows in feed.items()})
+             for start in range(0, count + spare, size)]
+    return [np.concatenate(outputs)[:count] for outputs in zip(*parts)]
 
 
 def load(run_path: Path, name: str) -> Graph:

@@ -19,14 +19,23 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from seqapp import datafiles
+from seqapp import datafiles, litert
 from seqapp.config import Config, ModelConfig, setting
 from seqapp.errors import SeqappError
 from seqapp.layers import state_size
 from seqapp.plots import attention_heatmap
 from seqapp.tasks.base import JSON_OUTPUT, PredictOption, Splits, Task, format_nested, log
-from seqapp.tasks.translate_decoding import Hypothesis, Translator
-from seqapp.tasks.translate_model import decoder_units, inference_models, seq2seq_layers, training_model
+from seqapp.tasks.translate_decoding import Hypothesis, KerasTranslator, LiteRTTranslator, Translator
+from seqapp.tasks.translate_model import (
+    LITERT_ENCODER,
+    LITERT_STEP,
+    decoder_units,
+    export_litert,
+    inference_models,
+    memory_count,
+    seq2seq_layers,
+    training_model,
+)
 from seqapp.text import PAD_ID, WORD_PATTERN, Tokenizer, pad
 
 DEFAULT_PAIRS = "pairs.tsv"
@@ -85,9 +94,6 @@ class Translate(Task):
         "options": {"beam": 2},
     }
 
-    def __init__(self) -> None:
-        self._translator: tuple[Any, Translator] | None = None
-
     # -- data -------------------------------------------------------------------------
     def load_data(self, cfg: Config) -> Splits:
         """Sentence pairs grouped by source, shuffled with ``split_seed``, split by source."""
@@ -134,11 +140,18 @@ class Translate(Task):
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=PAD_ID))
         return model
 
-    def translator(self, run: Any) -> Translator:
-        """The run's step-by-step translator (built once per run object)."""
-        if self._translator is None or self._translator[0] is not run:
-            self._translator = (run, make_translator(run))
-        return self._translator[1]
+    def translator(self, run: Any, engine: str = "tf") -> Translator:
+        """The run's step-by-step translator on ``engine`` (built once per run and process)."""
+        key = ("translate.translator", engine)
+        if key not in run.cache:
+            run.cache[key] = make_translator(run, engine)
+        return run.cache[key]
+
+    def engine(self, run: Any, requested: str) -> str:
+        return litert.choose(run.path, LITERT_STEP, requested)
+
+    def export(self, run: Any, folder: Path) -> None:
+        export_litert(*trained_inference_models(run), folder)
 
     # -- evaluation -------------------------------------------------------------------
     def evaluate(self, run: Any, splits: Splits) -> dict:
@@ -200,11 +213,12 @@ class Translate(Task):
             raise SeqappError(f"--beam {beam} must be at least 1 (1 is greedy decoding)")
 
     def predict(self, run: Any, inputs: list[str], beam: int | None = None, attention_plot: Path | None = None,
-                json: bool | None = None) -> list[str]:
-        """One translation per input sentence (a JSON object per line with ``--json``)."""
+                json: bool | None = None, engine: str = "tf") -> list[str]:
+        """One translation per input sentence (a JSON object per line with ``--json``); the
+        ``litert`` engine gives the same output, attention plot included, without TensorFlow."""
         self.check_inputs(inputs, beam=beam)
         width = 1 if beam is None else beam
-        translator = self.translator(run)
+        translator = self.translator(run, engine)
         if attention_plot is not None and not translator.has_attention:
             raise SeqappError("--attention-plot needs a run trained with attention; "
                               "train with --set model.attention=luong or bahdanau")
@@ -399,16 +413,23 @@ def plot_attention(translator: Translator, source: str, hypothesis: Hypothesis, 
     attention_heatmap(source_tokens, output_tokens, hypothesis.attention, path, translator.text(hypothesis))
 
 
-def make_translator(run: Any) -> Translator:
-    """A Translator whose encoder and decoder-step models share the run's trained weights."""
+def make_translator(run: Any, engine: str = "tf") -> Translator:
+    """The run's translator: Keras models sharing the trained weights (``tf``), or the LiteRT
+    graphs saved with the run (``litert``, which reads neither model.keras nor TensorFlow)."""
     model_cfg = run.config.model
-    layers = seq2seq_layers(model_cfg, *vocab_sizes(run.preprocessing))
-    training_model(layers).set_weights(run.model.get_weights())
-    encoder, step = inference_models(layers, model_cfg)
     source_tokenizer, target_tokenizer = tokenizers_of(run.preprocessing)
-    memory_count = 0 if model_cfg.attention == "none" else (1 if "keys" not in layers else 2)
+    settings = (source_tokenizer, target_tokenizer, run.preprocessing["max_len"], model_cfg.length_penalty,
+                memory_count(model_cfg), detokenizer(target_tokenizer, run.preprocessing.get("target_spacing", {})))
+    if engine == "litert":
+        return LiteRTTranslator(litert.load(run.path, LITERT_ENCODER), litert.load(run.path, LITERT_STEP), *settings)
+    encoder, step = trained_inference_models(run)
     units = decoder_units(model_cfg)
-    return Translator(encoder, step, source_tokenizer, target_tokenizer, run.preprocessing["max_len"],
-                      model_cfg.length_penalty, memory_count,
-                      [units] * (state_size(model_cfg.cell) * model_cfg.layers), units,
-                      detokenizer(target_tokenizer, run.preprocessing.get("target_spacing", {})))
+    return KerasTranslator(encoder, step, *settings, memory_size=units,
+                           state_sizes=[units] * (state_size(model_cfg.cell) * model_cfg.layers))
+
+
+def trained_inference_models(run: Any) -> tuple[Any, Any]:
+    """The encoder and decoder-step models, sharing the run's trained weights."""
+    layers = seq2seq_layers(run.config.model, *vocab_sizes(run.preprocessing))
+    training_model(layers).set_weights(run.model.get_weights())
+    return inference_models(layers, run.config.model)

@@ -7,7 +7,8 @@ and carries its recurrent state. The search functions only see a ``step`` callab
 
 where ``context`` holds per-sentence arrays that never change (encoder outputs, source
 mask) and ``states`` the per-hypothesis recurrent states; so the same search runs on the
-trained network (:class:`Translator`) or on a hand-built toy model in the tests.
+trained network (a :class:`Translator`, on TensorFlow or on LiteRT) or on a hand-built toy
+model in the tests.
 """
 
 from __future__ import annotations
@@ -163,20 +164,19 @@ def search(step: StepCallable, context: list, states: list, max_len: int, beam: 
 
 
 class Translator:
-    """A trained encoder-decoder, ready to translate: compiled encoder and decoder-step calls.
+    """A trained encoder-decoder, ready to translate: what does not depend on the engine.
 
-    ``encoder`` maps source ids to ``[*memory, *states]`` (memory: encoder outputs and
-    attention keys, only with attention); ``step`` maps ``[tokens, *memory, source_mask,
-    *states]`` (no memory or mask without attention) to ``[logits, *states(, attention)]``.
-    Both are Keras models that share the trained layers; they are traced once by
-    ``tf.function`` with shape-polymorphic signatures.
+    Tokenizing, padding, batching, the numpy search and detokenizing live here once; a
+    subclass only runs the network: :meth:`encode` (source ids -> ``[*memory, *states]``,
+    memory being the encoder outputs and attention keys, only with attention) and
+    :meth:`step` (``[tokens, *memory, source_mask, *states]`` -> ``[logits, *states(,
+    attention)]``), on TensorFlow (:class:`KerasTranslator`) or on the LiteRT interpreter
+    (:class:`LiteRTTranslator`, which never imports TensorFlow).
     """
 
-    def __init__(self, encoder: Any, step: Any, source_tokenizer: Tokenizer, target_tokenizer: Tokenizer,
-                 max_len: int, length_penalty: float, memory_count: int, state_sizes: Sequence[int],
-                 memory_size: int, detokenize: Callable[[list[str]], str] | None = None) -> None:
-        import tensorflow as tf
-
+    def __init__(self, source_tokenizer: Tokenizer, target_tokenizer: Tokenizer, max_len: int,
+                 length_penalty: float, memory_count: int,
+                 detokenize: Callable[[list[str]], str] | None = None) -> None:
         self.source_tokenizer = source_tokenizer
         self.target_tokenizer = target_tokenizer
         self.detokenize = detokenize or target_tokenizer.join
@@ -184,29 +184,29 @@ class Translator:
         self.length_penalty = length_penalty
         self.memory_count = memory_count
         self.has_attention = memory_count > 0
-        memory_specs = [tf.TensorSpec([None, None, memory_size], tf.float32)] * memory_count
-        mask_specs = [tf.TensorSpec([None, None], tf.bool)] if self.has_attention else []
-        state_specs = [tf.TensorSpec([None, size], tf.float32) for size in state_sizes]
-        self._encode = tf.function(lambda source: encoder(source, training=False),
-                                   input_signature=[tf.TensorSpec([None, None], tf.int32)])
-        self._step = tf.function(lambda tokens, *rest: step([tokens, *rest], training=False),
-                                 input_signature=[tf.TensorSpec([None, None], tf.int32), *memory_specs,
-                                                  *mask_specs, *state_specs])
+
+    def run_encoder(self, source_ids: np.ndarray) -> list[np.ndarray]:
+        """The encoder's outputs ``[*memory, *states]`` for int32 ``source_ids``."""
+        raise NotImplementedError
+
+    def run_step(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """The decoder step's outputs ``[logits, *states(, attention)]`` for its inputs."""
+        raise NotImplementedError
 
     def encode(self, source_ids: np.ndarray) -> tuple[list, list]:
         """Run the encoder once: the per-sentence context and the decoder's initial states."""
-        outputs = self._encode(np.asarray(source_ids, np.int32))
-        outputs = [np.asarray(output) for output in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
+        source_ids = np.asarray(source_ids, np.int32)
+        outputs = self.run_encoder(source_ids)
         memory, states = outputs[: self.memory_count], outputs[self.memory_count:]
-        context = [*memory, np.asarray(source_ids) != PAD_ID] if self.has_attention else []
+        context = [*memory, source_ids != PAD_ID] if self.has_attention else []
         return context, states
 
     def step(self, tokens: np.ndarray, context: list, states: list) -> tuple[np.ndarray, list, Any]:
         """One decoder step for every hypothesis: log-probabilities, new states, attention."""
-        outputs = self._step(np.asarray(tokens, np.int32), *context, *states)
+        outputs = self.run_step([np.asarray(tokens, np.int32), *context, *states])
         logits, rest = outputs[0], list(outputs[1:])
-        attention = np.asarray(rest.pop()) if self.has_attention else None
-        return log_softmax(np.asarray(logits)), rest, attention
+        attention = rest.pop() if self.has_attention else None
+        return log_softmax(logits), rest, attention
 
     def source_ids(self, sources: Sequence[str]) -> np.ndarray:
         """Encoded, right-padded source sentences (at least one column)."""
@@ -229,3 +229,55 @@ class Translator:
         """Detokenized translations of ``sources``."""
         return [self.text(hyp) for hyp in self.decode_ids(sources, beam, batch_size)]
 
+
+class KerasTranslator(Translator):
+    """The encoder and decoder-step Keras models (sharing the trained layers), each traced
+    once by ``tf.function`` with shape-polymorphic signatures."""
+
+    def __init__(self, encoder: Any, step: Any, *args: Any, state_sizes: Sequence[int], memory_size: int,
+                 **kwargs: Any) -> None:
+        import tensorflow as tf
+
+        super().__init__(*args, **kwargs)
+        memory_specs = [tf.TensorSpec([None, None, memory_size], tf.float32)] * self.memory_count
+        mask_specs = [tf.TensorSpec([None, None], tf.bool)] if self.has_attention else []
+        state_specs = [tf.TensorSpec([None, size], tf.float32) for size in state_sizes]
+        self._encode = tf.function(lambda source: encoder(source, training=False),
+                                   input_signature=[tf.TensorSpec([None, None], tf.int32)])
+        self._step = tf.function(lambda tokens, *rest: step([tokens, *rest], training=False),
+                                 input_signature=[tf.TensorSpec([None, None], tf.int32), *memory_specs,
+                                                  *mask_specs, *state_specs])
+
+    def run_encoder(self, source_ids: np.ndarray) -> list[np.ndarray]:
+        outputs = self._encode(source_ids)
+        return [np.asarray(output) for output in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
+
+    def run_step(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        return [np.asarray(output) for output in self._step(*inputs)]
+
+
+class LiteRTTranslator(Translator):
+    """The run's encoder and decoder-step LiteRT graphs (see ``Translate.export``).
+
+    Both graphs take a fixed batch of rows (sentences, or hypotheses of beam search) and
+    any source length: the rows go through in batches of the graph's size, the last one
+    topped up with filler rows; the source length is resized once per batch of sentences.
+    """
+
+    def __init__(self, encoder: Any, step: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.encoder = encoder
+        self.step_graph = step
+
+    def run_encoder(self, source_ids: np.ndarray) -> list[np.ndarray]:
+        from seqapp import litert
+
+        filler = np.full(source_ids.shape[1], PAD_ID, np.int32)
+        filler[0] = OOV_ID  # one unknown token: never a fully masked filler row
+        name = self.encoder.input_names[0]
+        return litert.batched_outputs(self.encoder, {name: source_ids}, {name: filler})
+
+    def run_step(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        from seqapp import litert
+
+        return litert.batched_outputs(self.step_graph, dict(zip(self.step_graph.input_names, inputs)))

@@ -2,13 +2,16 @@
 
 All layers are created once (:func:`seq2seq_layers`) and wired into three graphs that
 share them: the teacher-forcing training model, the encoder, and the one-step decoder
-that :class:`seqapp.tasks.translate_decoding.Translator` drives token by token.
+that :class:`seqapp.tasks.translate_decoding.Translator` drives token by token. The last
+two are also saved as LiteRT graphs (:func:`export_litert`) for prediction without TensorFlow.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from seqapp import litert
 from seqapp.layers import apply_stack, flatten, recurrent_stack, state_inputs, state_size
 from seqapp.text import PAD_ID
 
@@ -16,6 +19,14 @@ from seqapp.text import PAD_ID
 def decoder_units(model_cfg: Any) -> int:
     """The decoder's width: the encoder's output width (doubled when bidirectional)."""
     return model_cfg.units * (2 if model_cfg.bidirectional else 1)
+
+
+def memory_count(model_cfg: Any) -> int:
+    """How many arrays the encoder hands the decoder for attention: its outputs, and the
+    attention keys where the attention projects them (Bahdanau, Luong "general"); 0 without."""
+    if model_cfg.attention == "none":
+        return 0
+    return 1 if model_cfg.attention == "luong" and model_cfg.luong_score == "dot" else 2
 
 
 def seq2seq_layers(model_cfg: Any, source_vocab: int, target_vocab: int) -> dict:
@@ -115,3 +126,27 @@ def inference_models(layers: dict, model_cfg: Any) -> tuple[Any, Any]:
     step = keras.Model([tokens, *memory_inputs, *mask_inputs, *flatten(initial_states)], outputs,
                        name="translate_decoder_step")
     return encoder, step
+
+
+LITERT_ENCODER, LITERT_STEP = "translate_encoder", "translate_step"
+LITERT_BATCH = 32  # rows (sentences, beam hypotheses) per LiteRT call; see export_litert
+
+
+def export_litert(encoder: Any, step: Any, folder: Path) -> bool:
+    """Save the encoder and the decoder step as LiteRT graphs in ``folder`` (True when both are).
+
+    The interpreter runs builtin ops only, which cannot express a free batch size through
+    the masked recurrent layers, so both graphs take LITERT_BATCH rows (one sentence pays
+    for 31 filler rows, a few milliseconds; 256 sentences decoded together take 8 calls per
+    step, not 256). The source length stays free (resized per call), so a sentence of any length
+    gives exactly what TensorFlow gives, padding masked as in training. The step graph
+    returns the attention weights too, for ``--attention-plot``. The step graph is written
+    last and is the one the engine choice looks for, so a run never has half a translator.
+    """
+    import tensorflow as tf
+
+    source = tf.TensorSpec([LITERT_BATCH, None], tf.int32, name="source")
+    step_specs = [tf.TensorSpec([LITERT_BATCH, *tensor.shape[1:]], tensor.dtype, name=tensor.name)
+                  for tensor in step.inputs]
+    return litert.export(folder, LITERT_ENCODER, encoder, [source]) and litert.export(folder, LITERT_STEP, step,
+                                                                                      step_specs)
