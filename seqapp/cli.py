@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from seqapp import __version__, backend, listing, runs, serve
+from seqapp import __version__, backend, exporting, listing, runs, serve
 from seqapp.errors import SeqappError
 from seqapp.tasks import REGISTRY, get_task
 
@@ -345,6 +345,7 @@ def with_task_options(command: Callable) -> Callable:
 
 
 app.command("predict")(with_task_options(handle_errors(predict)))
+app.command("export")(handle_errors(exporting.command))
 app.command("serve")(handle_errors(serve.command))
 
 

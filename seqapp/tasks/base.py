@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import keras
     import tensorflow as tf
 
+    from seqapp.exporting import Serving
     from seqapp.runs import Run
 
 log = logging.getLogger("seqapp")
@@ -122,6 +123,12 @@ class Task:
 
     def export(self, run: Run, folder: Path) -> None:
         """Write the task's fast inference graphs into the run ``folder`` (default: none)."""
+
+    def serving_module(self, run: Run) -> Serving | None:
+        """What ``seqapp export`` writes for ``run``: a :class:`seqapp.exporting.Serving` whose
+        graphs take raw inputs (tokenizer and decoding inside), or None when the task has no
+        export yet. Kept in ``seqapp/tasks/<task>_serving.py``, imported only when exporting."""
+        return None
 
     def headline(self, metrics: dict) -> str:
         """One short phrase summing up a run's metrics, for ``seqapp runs``."""

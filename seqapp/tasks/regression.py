@@ -233,6 +233,11 @@ class Sine(Task):
         """``test_forecast.png``: one-step and free-running forecasts over the test split."""
         plot_test(run, splits, Path(folder) / "test_forecast.png")
 
+    def serving_module(self, run: Any) -> Any:
+        """``seqapp export``: raw histories in, forecasts out (see ``regression_serving``)."""
+        from seqapp.tasks import regression_serving
+        return regression_serving.SeriesServing(run)
+
     # -- forecasting ------------------------------------------------------------------
     def check_inputs(self, inputs: list[str], horizon: int | None = None, **opts: Any) -> None:
         if inputs:

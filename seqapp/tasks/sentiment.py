@@ -228,6 +228,11 @@ class Sentiment(Task):
         shape = [LITERT_BATCH, run.preprocessing["max_len"]]
         litert.export(folder, "classifier", run.model, [tf.TensorSpec(shape, tf.int32, name="tokens")])
 
+    def serving_module(self, run: Any) -> Any:
+        """``seqapp export``: raw texts in, labels and probabilities out (see ``sentiment_serving``)."""
+        from seqapp.tasks import sentiment_serving
+        return sentiment_serving.SentimentServing(run)
+
     def predict(self, run: Any, inputs: list[str], **opts: Any) -> Iterator[str]:
         """Label and probability of each text, all texts in one batched model call."""
         self.check_inputs(inputs)

@@ -220,6 +220,11 @@ class Tagging(Task):
             plot_confusion(metrics[split]["confusion_matrix"], metrics["tags"], split,
                            Path(folder) / "confusion_matrix.png")
 
+    def serving_module(self, run: Any) -> Any:
+        """``seqapp export``: raw sentences in, tokens and tags out (see ``tagging_serving``)."""
+        from seqapp.tasks import tagging_serving
+        return tagging_serving.TaggingServing(run)
+
     # -- prediction -------------------------------------------------------------------
     def check_inputs(self, inputs: list[str], **opts: Any) -> None:
         if not inputs:

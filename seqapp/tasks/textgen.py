@@ -167,6 +167,11 @@ class TextGen(Task):
     def export(self, run: Any, folder: Path) -> None:
         export_step(run, folder)
 
+    def serving_module(self, run: Any) -> Any:
+        """``seqapp export``: a seed in, generated text out (see ``textgen_serving``)."""
+        from seqapp.tasks import textgen_serving
+        return textgen_serving.TextGenServing(run)
+
 
 def split_by_position(text: str, val_fraction: float, test_fraction: float) -> Splits:
     """Train is the beginning, then validation, then test; each cut moves to a line start."""

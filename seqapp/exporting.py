@@ -1,0 +1,371 @@
+"""``seqapp export``: a run as a model other programs can serve, preprocessing included.
+
+A run's ``model.keras`` alone is not enough for another program: it would have to
+re-implement seqapp's tokenizer, padding, step-by-step decoding and label names. An export
+puts all of that inside one graph, so the model takes raw inputs and returns final answers:
+
+* ``saved_model`` (default): a TensorFlow SavedModel whose ``serving_default`` signature
+  takes raw text (or raw values) and returns labels, tags, text or a forecast. It is laid
+  out for TensorFlow Serving, ``TO/NAME/VERSION/``, with the vocabulary, label and
+  normalisation files as assets and a ``README.md`` in ``TO/NAME/`` showing the signature
+  and a ``curl`` request for TF Serving's REST API.
+* ``litert``: a ``model.tflite`` for the tasks whose graphs convert with builtin operations
+  only. The standalone LiteRT interpreter has no string operations, so this graph takes
+  token ids or normalised values, and the JSON files beside it say how to make them.
+
+What to export is the task's business (:meth:`seqapp.tasks.base.Task.serving_module`, one
+``seqapp/tasks/<task>_serving.py`` per task); the folder layout, the refusals, writing
+through a staging folder renamed into place, and the README are this module's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+
+import typer
+
+from seqapp import backend, runs
+from seqapp.errors import SeqappError
+from seqapp.tasks import get_task
+
+if TYPE_CHECKING:
+    from seqapp.runs import Run
+
+FORMATS = ("saved_model", "litert")
+RUNS_ROOT = Path("runs")
+SIGNATURE = "serving_default"
+
+
+@dataclass
+class Tensor:
+    """One input or output of an exported graph: its name, type and shape, and what it holds."""
+
+    name: str
+    type: str
+    meaning: str
+
+
+@dataclass
+class LiteRTGraph:
+    """A converted LiteRT graph, its tensors (in the interpreter's order) and how to drive it."""
+
+    blob: bytes
+    inputs: list[Tensor]
+    outputs: list[Tensor]
+    usage: list[str] = field(default_factory=list)
+
+
+class Serving:
+    """What one task exports; a subclass per task in ``seqapp/tasks/<task>_serving.py``.
+
+    Building it is cheap and needs no TensorFlow, so the CLI can refuse a format the task
+    cannot export before TensorFlow starts; :meth:`module` and :meth:`litert` build graphs.
+    """
+
+    # format -> why this task cannot export it (absent: it can)
+    unsupported: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+
+    @property
+    def model(self) -> Any:
+        """The run's trained model, its recurrent layers on portable kernels (see :func:`portable`)."""
+        return portable(self.run.model)
+
+    def inputs(self) -> list[Tensor]:
+        """The ``serving_default`` inputs (raw)."""
+        raise NotImplementedError
+
+    def outputs(self) -> list[Tensor]:
+        """The ``serving_default`` outputs (final)."""
+        raise NotImplementedError
+
+    def request(self) -> dict:
+        """An example JSON body for TF Serving's REST ``:predict`` endpoint."""
+        raise NotImplementedError
+
+    def assets(self) -> dict[str, Any]:
+        """JSON-ready files shipped with the model (vocabulary, labels, normalisation), by name."""
+        raise NotImplementedError
+
+    def module(self) -> Any:
+        """A ``tf.Module`` whose ``serve`` (a ``tf.function`` with an input signature) maps the
+        raw inputs to a dict of the outputs; the objects it uses are tracked attributes."""
+        raise NotImplementedError
+
+    def litert(self) -> LiteRTGraph:
+        """The LiteRT graph (for tasks that do not list ``litert`` in :attr:`unsupported`)."""
+        raise NotImplementedError
+
+    def notes(self) -> list[str]:
+        """README lines on behaviour worth knowing (padding, sampling, limits)."""
+        return []
+
+
+# -- the command ----------------------------------------------------------------------
+
+
+def command(
+    to: Annotated[Path, typer.Option(
+        "--to", show_default=False,
+        help="Folder to export into, e.g. a TensorFlow Serving model base path: the model is written to "
+             "TO/NAME/VERSION/ with a README.md in TO/NAME/. (Not --out: --out is the folder of runs, "
+             "as in every command.)")],
+    run_dir: Annotated[Path | None, typer.Option("--run", help="A run folder; default: the latest run.")] = None,
+    out: Annotated[Path, typer.Option("--out", envvar="SEQAPP_RUNS", help="Folder that holds the runs.")] = RUNS_ROOT,
+    fmt: Annotated[str, typer.Option(
+        "--format", help="saved_model: TensorFlow SavedModel taking raw inputs (preprocessing in the graph); "
+                         "litert: a .tflite taking token ids or normalised values, with its vocabulary "
+                         "JSON beside it.")] = "saved_model",
+    name: Annotated[str | None, typer.Option(
+        "--name", help="Model name, the folder under TO (default: the run's task).")] = None,
+    version: Annotated[int, typer.Option(
+        "--version", help="Version folder under TO/NAME; an existing one is never overwritten.")] = 1,
+) -> None:
+    """Export a run as a model with its preprocessing inside (TensorFlow Serving layout)."""
+    check_options(fmt, name, version)
+    run = runs.find(run_dir, out)
+    serving = serving_for(run, fmt)
+    target = Path(to) / (name or run.task) / str(version)
+    check_target(target, version)
+    backend.start()
+    run.model  # noqa: B018 (a damaged model file is one error line, before anything is written)
+    export(serving, fmt, target)
+    typer.echo(f"exported {run.path} ({run.task}, {fmt}) to {target}")
+    typer.echo(f"see {target.parent / 'README.md'}")
+
+
+def check_options(fmt: str, name: str | None, version: int) -> None:
+    """Refuse an unknown format, a name that is no folder name, a version below 1 (cheap)."""
+    if fmt not in FORMATS:
+        raise SeqappError(f"--format {fmt!r} is not known; use {' or '.join(FORMATS)}")
+    runs.check_name(name)
+    if version < 1:
+        raise SeqappError(f"--version {version} must be at least 1 (TensorFlow Serving loads numbered folders)")
+
+
+def serving_for(run: Run, fmt: str) -> Serving:
+    """The task's export of ``run``, or one line saying why ``fmt`` cannot be exported."""
+    serving = get_task(run.task)().serving_module(run)
+    if serving is None:
+        raise SeqappError(f"{run.task} runs cannot be exported yet; export a run of another task with --run")
+    why = serving.unsupported.get(fmt)
+    if why:
+        other = next(option for option in FORMATS if option != fmt)
+        raise SeqappError(f"a {run.task} run cannot be exported as {fmt}: {why}; use --format {other}")
+    return serving
+
+
+def check_target(target: Path, version: int) -> None:
+    """Refuse a version folder that exists, or a destination that is a file or cannot be written."""
+    if target.exists():
+        raise SeqappError(f"{target} already exists; choose another version with --version {version + 1}, "
+                          "or remove that folder first")
+    missing = missing_folders(target.parent)
+    folder = missing[-1].parent if missing else target.parent  # the nearest that exists
+    if not folder.is_dir():
+        raise SeqappError(f"{folder} is a file, not a folder; choose another --to or --name")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise SeqappError(f"cannot write into {folder} (permission denied); choose another --to")
+
+
+def missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def export(serving: Serving, fmt: str, target: Path) -> None:
+    """Write the export into a staging folder beside ``target`` and rename it into place.
+
+    A failure leaves nothing behind (the staging folder, and the folders this call created,
+    are removed), so an export is either complete or absent.
+    """
+    created = missing_folders(target.parent)
+    staging = target.parent / f".{target.name}.partial-{os.getpid()}"
+    try:
+        staging.mkdir(parents=True)
+        if fmt == "litert":
+            graph = write_litert(serving, staging)
+            readme = litert_readme(serving, graph, target)
+        else:
+            write_saved_model(serving, staging)
+            readme = saved_model_readme(serving, target)
+        if target.exists():  # made meanwhile by another export: rename would replace an empty one
+            raise SeqappError(f"{target} appeared while exporting; choose another --version")
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in created:
+            with contextlib.suppress(OSError):  # a folder someone else filled meanwhile stays
+                folder.rmdir()
+        raise
+    write_text(target.parent / "README.md", readme)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` through a temporary file and an atomic rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_json_files(files: dict[str, Any], folder: Path) -> list[Path]:
+    """Write each JSON-ready value of ``files`` as ``folder/<name>``; return the paths."""
+    paths = []
+    for file_name, value in files.items():
+        path = folder / file_name
+        path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def write_saved_model(serving: Serving, folder: Path) -> None:
+    """The SavedModel with ``serving_default`` = ``module.serve`` and the JSON files as assets."""
+    import tensorflow as tf
+
+    module = serving.module()
+    with tempfile.TemporaryDirectory() as scratch:
+        paths = write_json_files(serving.assets(), Path(scratch))
+        module.files = {path.stem: tf.saved_model.Asset(str(path)) for path in paths}
+        tf.saved_model.save(module, str(folder), signatures={SIGNATURE: module.serve})
+
+
+def write_litert(serving: Serving, folder: Path) -> LiteRTGraph:
+    """``model.tflite``, the JSON files and ``signature.json`` (tensor names in order)."""
+    graph = serving.litert()
+    (folder / "model.tflite").write_bytes(graph.blob)
+    write_json_files({**serving.assets(), "signature.json": {
+        "inputs": [vars(tensor) for tensor in graph.inputs],
+        "outputs": [vars(tensor) for tensor in graph.outputs]}}, folder)
+    return graph
+
+
+def portable(model: Any) -> Any:
+    """``model`` with every LSTM / GRU layer told not to use cuDNN, which it returns.
+
+    Keras picks the cuDNN kernel when the exporting machine has a GPU, and a graph traced
+    with it runs on GPUs only; an export must also serve on CPUs (and convert to LiteRT).
+    """
+    for layer in model.layers:
+        for inner in (layer.forward_layer, layer.backward_layer) if hasattr(layer, "forward_layer") else (layer,):
+            if hasattr(inner, "use_cudnn"):
+                inner.use_cudnn = False
+    return model
+
+
+def after_checks(checks: Sequence[Any], value: Any) -> Any:
+    """``value``, computed only once the ``tf.debugging`` assertions ``checks`` passed.
+
+    Without the dependency the graph may run the model first and fail deep inside it,
+    with a message about a slice, instead of the assertion's own message.
+    """
+    import tensorflow as tf
+
+    with tf.control_dependencies(list(checks)):
+        return tf.nest.map_structure(tf.identity, value, expand_composites=True)  # ragged: every part
+
+
+def convert_litert(function: Callable, specs: Sequence[Any]) -> tuple[bytes, list[str]]:
+    """``function`` (called with a list of tensors of ``specs``) as a checked LiteRT graph.
+
+    Returns the flatbuffer and the interpreter's output names in ``function``'s order; a
+    graph that does not convert, or does not give ``function``'s outputs, is one error line.
+    """
+    from seqapp import litert
+
+    try:
+        blob = litert.convert(function, specs)
+        return blob, litert.check(blob, function, specs)
+    except Exception as exc:  # the converter raises many kinds
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise SeqappError(f"this run's graph does not convert to LiteRT ({reason}); use --format saved_model") from None
+
+
+# -- the README -------------------------------------------------------------------------
+
+
+def tensor_lines(tensors: list[Tensor]) -> list[str]:
+    """One Markdown list item per tensor: name, type, meaning."""
+    return [f"- `{tensor.name}`: `{tensor.type}`: {tensor.meaning}" for tensor in tensors]
+
+
+def header(serving: Serving, fmt: str, target: Path) -> list[str]:
+    """The README's title and where the export came from (the run, so a model can be traced back)."""
+    run = serving.run
+    return [f"# {target.parent.name}: a seqapp {run.task} model ({fmt})", "",
+            f"Exported by `seqapp export` on {time.strftime('%Y-%m-%d %H:%M')} from the run `{run.path}` "
+            f"(version {target.name}, in `{target.name}/`). Files shipped with it: "
+            + ", ".join(f"`{name}`" for name in serving.assets()) + ".", ""]
+
+
+def saved_model_readme(serving: Serving, target: Path) -> str:
+    """README of a SavedModel export: signature, TF Serving with curl, and Python."""
+    name = target.parent.name
+    body = json.dumps(serving.request(), ensure_ascii=False)
+    call = ", ".join(f"{key}={value!r}" for key, value in example_arguments(serving).items())
+    lines = header(serving, "SavedModel", target) + [
+        f"## Signature `{SIGNATURE}`", "", "Raw inputs in, final outputs out: the tokenizer, padding and "
+        "normalisation are inside the graph (the JSON files in `assets/` are for reading, not needed to "
+        "run it).", "", "Inputs:", "", *tensor_lines(serving.inputs()), "", "Outputs:", "",
+        *tensor_lines(serving.outputs()), "", *serving.notes(), "",
+        "## TensorFlow Serving", "", "```bash",
+        f'docker run --rm -p 8501:8501 -v "$PWD:/models/{name}" -e MODEL_NAME={name} tensorflow/serving',
+        f"curl -s -X POST http://localhost:8501/v1/models/{name}:predict \\",
+        f"     -H 'Content-Type: application/json' -d {shlex.quote(body)}", "```", "",
+        "(Run `docker` in this folder; TF Serving loads the highest numbered version.)", "",
+        "## Python, with TensorFlow only", "", "```python", "import tensorflow as tf", "",
+        f'model = tf.saved_model.load("{target.name}")',
+        f'print(model.signatures["{SIGNATURE}"]({call}))', "```", ""]
+    return "\n".join(lines)
+
+
+def example_arguments(serving: Serving) -> dict:
+    """The example request as keyword arguments of the signature (``tf.constant`` values)."""
+    request = serving.request()
+    dtypes = {tensor.name: tensor.type.split("[")[0] for tensor in serving.inputs()}
+    values = request.get("inputs") or {serving.inputs()[0].name: request["instances"]}
+    return {key: Constant(value, dtypes[key]) for key, value in values.items()}
+
+
+class Constant:
+    """Shown in the README as ``tf.constant(value, tf.<dtype>)``: the signature wants exact types."""
+
+    def __init__(self, value: Any, dtype: str) -> None:
+        self.value = value
+        self.dtype = dtype
+
+    def __repr__(self) -> str:
+        return f"tf.constant({json.dumps(self.value, ensure_ascii=False)}, tf.{self.dtype})"
+
+
+def litert_readme(serving: Serving, graph: LiteRTGraph, target: Path) -> str:
+    """README of a LiteRT export: the tensors and how to prepare them from the JSON files."""
+    lines = header(serving, "LiteRT", target) + [
+        "## `model.tflite`", "", "Builtin operations only (runs on the standalone `ai-edge-litert` "
+        "interpreter). It takes ids or normalised values, not raw text: LiteRT has no string "
+        "operations. `signature.json` lists the tensors below in the interpreter's order.", "",
+        "Inputs:", "", *tensor_lines(graph.inputs), "", "Outputs:", "", *tensor_lines(graph.outputs), "",
+        *graph.usage, "", "```python", "from ai_edge_litert.interpreter import Interpreter", "",
+        f'interpreter = Interpreter(model_path="{target.name}/model.tflite")',
+        "interpreter.allocate_tensors()",
+        "inputs = {d['name']: d for d in interpreter.get_input_details()}  # resize_tensor_input for free sizes",
+        "# interpreter.set_tensor(inputs[NAME]['index'], array) for each input, then:",
+        "interpreter.invoke()",
+        "outputs = {d['name']: interpreter.get_tensor(d['index']) for d in interpreter.get_output_details()}",
+        "```", ""]
+    return "\n".join(lines)
