@@ -340,32 +340,26 @@ def error_line(result) -> str:
 
 @pytest.fixture
 def damaged(world, tmp_path):
-    """A copy of the sentiment run with a broken model file, and a translate run stand-in."""
+    """A copy of the sentiment run with a broken model file."""
     import shutil
 
     _, trained, _ = world
     broken = tmp_path / "runs" / "sentiment" / "20990101-000000"
     shutil.copytree(trained["sentiment"].path, broken)
     (broken / "model.keras").write_bytes(b"not a zip file")
-    translate = tmp_path / "runs" / "translate" / "20990101-000000"
-    translate.mkdir(parents=True)
-    (translate / "config.yaml").write_text("task: translate\n", encoding="utf-8")
-    (translate / "preprocessing.json").write_text("{}", encoding="utf-8")
-    (translate / "model.keras").write_bytes(b"")
-    return broken, translate
+    return broken
 
 
 @pytest.mark.parametrize("args,fragment", [
     (["--run", "{sentiment}"], "already exists; choose another version with --version 2"),
     (["--run", "{sentiment}", "--format", "onnx"], "--format 'onnx' is not known"),
     (["--run", "{broken}", "--name", "other"], "cannot be loaded as a Keras model"),
-    (["--run", "{translate}", "--name", "other"], "translate runs cannot be exported yet"),
     (["--run", "{sentiment}", "--version", "0"], "--version 0 must be at least 1"),
     (["--run", "{sentiment}", "--name", "../up"], "cannot be part of a folder name"),
 ])
 def test_refusals_are_one_line_and_change_nothing(world, damaged, cli, tree_hash, args, fragment):
     root, trained, _ = world
-    paths = {"sentiment": trained["sentiment"].path, "broken": damaged[0], "translate": damaged[1]}
+    paths = {"sentiment": trained["sentiment"].path, "broken": damaged}
     args = [arg.format(**{key: str(value) for key, value in paths.items()}) for arg in args]
     before = tree_hash(root / "exports")
     assert fragment in error_line(cli("export", *args, "--to", root / "exports"))

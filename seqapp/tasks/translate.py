@@ -153,6 +153,11 @@ class Translate(Task):
     def export(self, run: Any, folder: Path) -> None:
         export_litert(*trained_inference_models(run), folder)
 
+    def serving_module(self, run: Any) -> Any:
+        """``seqapp export``: raw sentences in, greedy translations out (see ``translate_serving``)."""
+        from seqapp.tasks import translate_serving
+        return translate_serving.TranslateServing(run)
+
     # -- evaluation -------------------------------------------------------------------
     def evaluate(self, run: Any, splits: Splits) -> dict:
         """BLEU and chrF of greedy and beam decoding on the test sources, beside copying the source."""
