@@ -443,3 +443,5 @@ def config_show(
     from seqapp.tasks import load_config
 
     typer.echo(configdoc.commented_yaml(load_config(template, overrides or [])), nl=False)
+from seqapp.launch import launch as launch_workers  # noqa: E402, I001 (own module: cli.py is full)
+app.command("launch")(handle_errors(launch_workers))

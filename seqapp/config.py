@@ -86,6 +86,10 @@ class TrainConfig:
     # of compiling; inputs whose length changes from batch to batch recompile every time.
     jit_compile: bool | None = setting(None, "XLA-compile the training step; null: Keras's choice (off on CPUs); "
                                        "keep it off for inputs of varying length")
+    # model.fit fails under MultiWorkerMirroredStrategy (keras-team/keras#20585): seqapp.distribute.
+    distribute: str = setting("auto", "tf.distribute strategy; auto: multi_worker when TF_CONFIG names several "
+                              "workers, mirrored with several GPUs, else none; batch_size is per replica",
+                              choices=("auto", "none", "mirrored", "multi_worker"))
 
 
 @dataclass

@@ -106,14 +106,15 @@ def optimizer(cfg: TrainConfig, steps_per_epoch: int = 1) -> Any:
 
 
 def fit(model: Any, train_ds: Any, val_ds: Any, cfg: TrainConfig, folder: Path, verbose: int | None = None,
-        state: Any = None, guard: Any = None) -> dict:
+        state: Any = None, guard: Any = None, plan: Any = None) -> dict:
     """``model.fit`` with early stopping, best weights, history.csv and a resumable training state.
 
     ``state`` (from :func:`seqapp.checkpoint.load`) continues an interrupted training: an
     epoch stopped half-way first finishes on the batches it had left. ``guard`` (a
     :class:`~seqapp.checkpoint.SignalGuard`) turns Ctrl-C and SIGTERM into a saved state.
     Returns the Keras history dict of the whole training. With no validation data, early
-    stopping follows the training loss.
+    stopping follows the training loss. Under a ``plan`` (:mod:`seqapp.distribute`) whose
+    strategy ``model.fit`` cannot run, seqapp's own step drives the same callbacks.
     """
     from seqapp import checkpoint
 
@@ -130,12 +131,10 @@ def fit(model: Any, train_ds: Any, val_ds: Any, cfg: TrainConfig, folder: Path, 
         if state.step and not state.done:  # the interrupted epoch, on the batches it had left
             checkpoint.build_metrics(model, train_ds)
             keeper.pause_after_epoch = True
-            model.fit(train_ds.skip(state.step), validation_data=val_ds, epochs=cfg.epochs, initial_epoch=state.epoch,
-                      callbacks=[keeper], verbose=verbose, shuffle=False)
+            fit_loop(model, train_ds.skip(state.step), val_ds, cfg.epochs, state.epoch, keeper, verbose, plan)
             keeper.pause_after_epoch = False
         if not state.done:
-            model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=state.epoch,
-                      callbacks=[keeper], verbose=verbose, shuffle=False)  # tf.data shuffles
+            fit_loop(model, train_ds, val_ds, cfg.epochs, state.epoch, keeper, verbose, plan)
     finally:
         guard.deferring = False
     if keeper.restore_pending:  # finished before the interruption: only the saving was left
@@ -143,6 +142,19 @@ def fit(model: Any, train_ds: Any, val_ds: Any, cfg: TrainConfig, folder: Path, 
     if cfg.patience > 0 and state.arrays.get("best"):
         model.set_weights(state.arrays["best"])
     return state.history
+
+
+def fit_loop(model: Any, train_ds: Any, val_ds: Any, epochs: int, initial_epoch: int, keeper: Any, verbose: int,
+             plan: Any) -> None:
+    """``model.fit`` from ``initial_epoch``, or seqapp's distributed loop where fit cannot run."""
+    if plan is not None and plan.mode == "multi_worker":
+        from seqapp import distribute
+
+        distribute.fit_custom(model, train_ds, val_ds, plan, [keeper], epochs, initial_epoch,
+                              print if verbose else None)
+        return
+    model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
+              callbacks=[keeper], verbose=verbose, shuffle=False)  # tf.data shuffles
 
 
 @dataclass
@@ -155,21 +167,34 @@ class Prepared:
     model: Any
     train_ds: Any
     val_ds: Any
+    plan: Any = None
 
 
-def prepare(cfg: Config) -> Prepared:
+def prepare(cfg: Config, plan: Any = None) -> Prepared:
     """Seed, read and split the data, fit the preprocessing, build the model and pipelines.
 
     The first half of :func:`train`; benchmarks and tests that time or inspect training
-    call it instead of repeating the steps.
+    call it instead of repeating the steps. Under a ``plan`` (:mod:`seqapp.distribute`)
+    the model, optimizer and metrics are made in the strategy's scope and the pipelines
+    are batched by the global batch (``train.batch_size`` per replica); every worker
+    splits the data the same way, as the split depends on the data and seed only.
     """
+    import dataclasses
+
     task = get_task(cfg.task)()
     set_seed(cfg.train.random_seed)
     splits = task.load_data(cfg)
     prep = {"task": cfg.task, **task.fit_preprocessing(cfg, splits)}  # the task: a check against a foreign config
-    model = task.build_model(cfg, prep)
-    train_ds, val_ds = task.datasets(cfg, prep, splits)
-    return Prepared(task, splits, prep, model, train_ds, val_ds)
+    if plan is None or plan.mode == "none":
+        model = task.build_model(cfg, prep)
+        train_ds, val_ds = task.datasets(cfg, prep, splits)
+        return Prepared(task, splits, prep, model, train_ds, val_ds, plan)
+    with plan.strategy.scope():
+        model = task.build_model(cfg, prep)
+    global_batch = cfg.train.batch_size * plan.replicas
+    train_ds, val_ds = task.datasets(dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, batch_size=global_batch)), prep, splits)
+    return Prepared(task, splits, prep, model, train_ds, val_ds, plan)
 
 
 def train(cfg: Config, out: Path, name: str | None = None, verbose: int | None = None,
@@ -177,12 +202,24 @@ def train(cfg: Config, out: Path, name: str | None = None, verbose: int | None =
     """Train a run for ``cfg`` and save it under ``out``; return the published Run.
 
     Ctrl-C or SIGTERM saves the training state and raises :class:`seqapp.drafts.Interrupted`
-    (its ``draft`` names the folder to resume).
+    (its ``draft`` names the folder to resume). Under ``train.distribute`` with several
+    workers only worker 0 (the chief) writes under ``out``; the others train in a
+    temporary folder they delete, and the Run they return names that deleted folder.
     """
+    import shutil
+    import tempfile
+
+    from seqapp import distribute
     from seqapp.checkpoint import SignalGuard
 
-    with SignalGuard() as guard:
-        return run_draft(drafts.start(out, cfg, name), cfg, guard, verbose, log)
+    plan = distribute.plan(cfg.train.distribute)  # first: a multi-worker strategy must precede other TF work
+    scratch = None if plan.chief else Path(tempfile.mkdtemp(prefix=f"seqapp-worker{plan.index}-"))
+    try:
+        with SignalGuard() as guard:
+            return run_draft(drafts.start(scratch or out, cfg, name), cfg, guard, verbose, log, plan)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def resume(path: Path | None, out: Path, verbose: int | None = None, log: Callable[[str], None] = print) -> Run:
@@ -193,18 +230,33 @@ def resume(path: Path | None, out: Path, verbose: int | None = None, log: Callab
         draft = drafts.open_draft(Path(path) if path else drafts.newest(out))
         try:
             cfg = load_saved_config(draft.path / "config.yaml")
+            plan = resumable_plan(cfg)
         except BaseException:
             draft.unlock()
             raise
-        return run_draft(draft, cfg, guard, verbose, log)
+        return run_draft(draft, cfg, guard, verbose, log, plan)
 
 
-def run_draft(draft: drafts.Draft, cfg: Config, guard: Any, verbose: int | None, log: Callable[[str], None]) -> Run:
-    """Train (or go on training) in ``draft``, then evaluate, save and publish the run."""
+def resumable_plan(cfg: Config) -> Any:
+    """The strategy to resume under; a multi-worker training cannot be resumed yet (the other
+    workers' drafts are gone), so it is refused with the way to go on with one process."""
+    from seqapp import distribute
+
+    plan = distribute.plan(cfg.train.distribute)
+    if plan.mode == "multi_worker":
+        raise SeqappError("a multi-worker training cannot be resumed yet; resume it in one process "
+                          "(unset TF_CONFIG), which keeps its saved settings")
+    return plan
+
+
+def run_draft(draft: drafts.Draft, cfg: Config, guard: Any, verbose: int | None, log: Callable[[str], None],
+              plan: Any = None) -> Run:
+    """Train (or go on training) in ``draft``, then evaluate, save and publish the run
+    (a worker other than the chief stops after training: the chief saves the run)."""
     from seqapp import checkpoint
 
     with drafts.training(draft):
-        ready = prepare(cfg)
+        ready = prepare(cfg, plan)
         keep_preprocessing(draft.path, ready.preprocessing)
         state = checkpoint.load(draft.path)
         if state is None:
@@ -212,7 +264,11 @@ def run_draft(draft: drafts.Draft, cfg: Config, guard: Any, verbose: int | None,
         else:
             at = f", batch {state.step + 1}" if state.step else ""
             log(f"resuming {cfg.task} in {draft.path} at epoch {min(state.epoch + 1, cfg.train.epochs)}{at}")
-        history = fit(ready.model, ready.train_ds, ready.val_ds, cfg.train, draft.path, verbose, state, guard)
+        history = fit(ready.model, ready.train_ds, ready.val_ds, cfg.train, draft.path, verbose, state, guard, plan)
+        write_digest(ready.model, history, plan)
+        if plan is not None and not plan.chief:
+            log(f"worker {plan.index} of {plan.workers}: trained; worker 0 saves the run")
+            return Run(path=draft.path, config=cfg, preprocessing=ready.preprocessing, _model=ready.model)
         run = finish(ready, cfg, draft.path, history)
         run.path = drafts.publish(draft)
     return run
@@ -231,6 +287,12 @@ def keep_preprocessing(folder: Path, prep: dict) -> None:
 
 def finish(ready: Prepared, cfg: Config, folder: Path, history: dict) -> Run:
     """Save the trained model, then the metrics and plots of the run in ``folder``."""
+    if ready.plan is not None:
+        runs.write_json(folder / "distribute.json", ready.plan.info(cfg.train.batch_size))
+        if ready.plan.mode == "multi_worker":  # evaluating under the strategy would wait for the other workers
+            plain = ready.task.build_model(cfg, ready.preprocessing)
+            plain.set_weights(ready.model.get_weights())
+            ready.model = plain
     save_model(ready.model, folder / "model.keras")
     faults.point("final_save")
     run = Run(path=folder, config=cfg, preprocessing=ready.preprocessing, _model=ready.model)
@@ -240,6 +302,24 @@ def finish(ready: Prepared, cfg: Config, folder: Path, history: dict) -> Run:
     runs.write_json(folder / "metrics.json", metrics)
     write_plots(ready.task, run, ready.splits, history, folder / "plots")
     return run
+
+
+def write_digest(model: Any, history: dict, plan: Any) -> None:
+    """With ``SEQAPP_WEIGHTS_DIGEST=FOLDER``, write ``FOLDER/worker-<index>.json``: a SHA-256
+    of the final weights and the history, so tests can check that workers agree."""
+    import hashlib
+    import os
+
+    import numpy as np
+
+    folder = os.environ.get("SEQAPP_WEIGHTS_DIGEST")
+    if not folder:
+        return
+    digest = hashlib.sha256()
+    for weights in model.get_weights():
+        digest.update(np.ascontiguousarray(weights).tobytes())
+    index = plan.index if plan is not None else 0
+    runs.write_json(Path(folder) / f"worker-{index}.json", {"sha256": digest.hexdigest(), "history": history})
 
 
 def save_model(model: Any, path: Path) -> None:
