@@ -90,6 +90,10 @@ class TrainConfig:
     distribute: str = setting("auto", "tf.distribute strategy; auto: multi_worker when TF_CONFIG names several "
                               "workers, mirrored with several GPUs, else none; batch_size is per replica",
                               choices=("auto", "none", "mirrored", "multi_worker"))
+    # The output layer stays float32 (seqapp.layers.output_head); weights are float32 either way.
+    mixed_precision: str = setting("none", "compute in 16 bits, keep weights in float32: mixed_float16 (GPUs), "
+                                   "mixed_bfloat16 (recent GPUs, TPUs, some CPUs); none: all float32",
+                                   choices=("none", "mixed_float16", "mixed_bfloat16"))
 
 
 @dataclass

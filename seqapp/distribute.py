@@ -73,10 +73,23 @@ class Plan:
     def replicas(self) -> int:
         return int(self.strategy.num_replicas_in_sync)
 
+    def devices(self) -> list[str]:
+        """The devices this process trains on, so a run says whether it had a GPU (a
+        TensorFlow without CUDA quietly trains on the CPU)."""
+        import tensorflow as tf
+
+        try:
+            return [str(device) for device in self.strategy.extended.worker_devices]
+        except RuntimeError:  # the default strategy: ops go to the first GPU, else the CPU
+            gpus = tf.config.list_logical_devices("GPU")
+            return [(gpus or tf.config.list_logical_devices("CPU"))[0].name]
+
     def info(self, batch_size: int) -> dict:
-        """What the run records about how it was trained (``distribute.json``)."""
+        """What the run records about how it was trained (``distribute.json``); ``devices``
+        are the chief's."""
         return {"strategy": self.mode, "workers": self.workers, "replicas": self.replicas,
-                "batch_size_per_replica": batch_size, "global_batch_size": batch_size * self.replicas}
+                "batch_size_per_replica": batch_size, "global_batch_size": batch_size * self.replicas,
+                "devices": self.devices()}
 
 
 _plan: Plan | None = None
@@ -152,11 +165,12 @@ def run_epochs(model: Any, plan: Plan, hooks: Any, step_fns: tuple, datasets: tu
 
 
 def run_epoch(step: Any, iterator: Any, hooks: Any, steps: int | None) -> float:
-    """Run ``step`` over one epoch's iterator; the example-weighted mean loss (as Keras logs it)."""
+    """Run ``step`` over one epoch's iterator; the mean of the batch losses weighted by each
+    batch's number of examples, which is how ``model.fit`` logs its epoch loss."""
     total = count = 0.0
     for batch, inputs in enumerate(iterator):
-        loss_sum, elements = step(inputs)
-        total, count = total + float(loss_sum), count + float(elements)
+        loss, examples = step(inputs)
+        total, count = total + float(loss) * float(examples), count + float(examples)
         if hooks is not None:
             hooks.on_train_batch_end(batch, {"loss": total / count})
         if steps is not None and batch + 1 >= steps:
@@ -164,49 +178,79 @@ def run_epoch(step: Any, iterator: Any, hooks: Any, steps: int | None) -> float:
     return total / max(count, 1.0)
 
 
+def weighted_losses(loss_object: Any, y: Any, y_pred: Any, sample_weight: Any) -> tuple[Any, Any]:
+    """(sum of the weighted per-element losses, the divisor Keras's mean uses) of one batch.
+
+    Keras's default reduction divides the weighted sum by the number of loss elements, or,
+    when the prediction carries a Keras mask, by the number of unmasked ones; sample
+    weights (sentiment's class weights) multiply the losses and leave the divisor alone.
+    Returning both lets a replica divide by the divisor of the whole global batch.
+    """
+    import tensorflow as tf
+
+    losses = tf.cast(loss_object.call(y, y_pred), tf.float32)
+    weights = tf.ones_like(losses)
+    if sample_weight is not None:
+        sample_weight = tf.cast(sample_weight, tf.float32)
+        if sample_weight.shape.rank == losses.shape.rank + 1 and sample_weight.shape[-1] == 1:
+            sample_weight = tf.squeeze(sample_weight, -1)
+        while sample_weight.shape.rank < losses.shape.rank:
+            sample_weight = tf.expand_dims(sample_weight, -1)
+        weights *= sample_weight
+    mask = getattr(y_pred, "_keras_mask", None)  # where Keras's loss looks for it on TensorFlow
+    if mask is None:
+        return tf.reduce_sum(losses * weights), tf.cast(tf.size(losses), tf.float32)
+    mask = tf.cast(tf.reshape(mask, tf.shape(losses)), tf.float32)
+    return tf.reduce_sum(losses * weights * mask), tf.reduce_sum(mask)
+
+
 def distributed_steps(model: Any, strategy: Any) -> tuple[Any, Any]:
     """A training step and a validation step, each over one distributed global batch.
 
-    Each replica sums its per-element losses and divides by the global number of
-    elements, so the gradients Keras's optimizer sums across replicas are those of the
-    global batch's mean loss. Returns (loss sum, element count) over all replicas.
+    Each replica sums its weighted losses and divides by the global batch's divisor (see
+    :func:`weighted_losses`), so the gradients Keras's optimizer sums across replicas are
+    those of the global batch's mean loss. Returns (that loss, examples in the batch).
     """
     import keras
     import tensorflow as tf
 
     loss_object = model.loss
-    if not isinstance(loss_object, keras.losses.Loss):
-        raise SeqappError("train.distribute=multi_worker needs a task compiled with one Keras loss object; "
-                          "use train.distribute=none for this task")
+    if not isinstance(loss_object, keras.losses.Loss) or loss_object.reduction != "sum_over_batch_size":
+        raise SeqappError("train.distribute=multi_worker needs a task compiled with one Keras loss object "
+                          "of the default reduction; use train.distribute=none for this task")
+    if isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer):  # its scaling is not in the step below
+        raise SeqappError("train.mixed_precision=mixed_float16 does not work with train.distribute=multi_worker "
+                          "yet; use mixed_bfloat16 or none")
     total_sum = tf.distribute.ReduceOp.SUM
     clipnorm, model.optimizer.clipnorm = model.optimizer.clipnorm, None  # see replica_train; put back by fit_custom
 
-    def per_element(inputs: Any, training: bool) -> tuple[Any, Any]:
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(inputs)
-        losses = tf.cast(loss_object.call(y, model(x, training=training)), tf.float32)
-        return tf.reduce_sum(losses), tf.cast(tf.size(losses), tf.float32)
+    def replica_loss(inputs: Any, training: bool) -> tuple[Any, Any]:
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(inputs)
+        loss_sum, divisor = weighted_losses(loss_object, y, model(x, training=training), sample_weight)
+        context = tf.distribute.get_replica_context()
+        examples = tf.cast(tf.shape(tf.nest.flatten(x)[0])[0], tf.float32)
+        return tf.math.divide_no_nan(loss_sum, context.all_reduce(total_sum, divisor)), examples
 
     def replica_train(inputs: Any) -> tuple[Any, Any]:
         context = tf.distribute.get_replica_context()
         with tf.GradientTape() as tape:
-            loss_sum, elements = per_element(inputs, True)
-            loss = loss_sum / context.all_reduce(total_sum, elements)
+            loss, examples = replica_loss(inputs, True)
         grads = tape.gradient(loss, model.trainable_variables)
         if clipnorm:  # clip the whole batch's gradient, as one process would; Keras would clip each share
             dense = [tf.convert_to_tensor(grad) for grad in grads]  # an embedding's gradient is sparse
             grads = [tf.clip_by_norm(grad, clipnorm) / context.num_replicas_in_sync
                      for grad in context.all_reduce(total_sum, dense)]
         model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss_sum, elements
+        return loss, examples
 
     @tf.function
     def train_step(inputs: Any) -> tuple[Any, Any]:
-        loss_sum, elements = strategy.run(replica_train, args=(inputs,))
-        return strategy.reduce(total_sum, loss_sum, axis=None), strategy.reduce(total_sum, elements, axis=None)
+        loss, examples = strategy.run(replica_train, args=(inputs,))
+        return strategy.reduce(total_sum, loss, axis=None), strategy.reduce(total_sum, examples, axis=None)
 
     @tf.function
     def val_step(inputs: Any) -> tuple[Any, Any]:
-        loss_sum, elements = strategy.run(per_element, args=(inputs, False))
-        return strategy.reduce(total_sum, loss_sum, axis=None), strategy.reduce(total_sum, elements, axis=None)
+        loss, examples = strategy.run(replica_loss, args=(inputs, False))
+        return strategy.reduce(total_sum, loss, axis=None), strategy.reduce(total_sum, examples, axis=None)
 
     return train_step, val_step

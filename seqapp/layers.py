@@ -57,6 +57,18 @@ def recurrent_stack(
     return stack
 
 
+def output_head(units: int, activation: str | None = None, name: str = "head") -> keras.layers.Layer:
+    """The model's last Dense layer, always computing in float32.
+
+    Under ``train.mixed_precision`` the other layers compute in float16 or bfloat16; the
+    logits and probabilities stay float32, because a softmax or cross-entropy in 16 bits
+    loses the small probabilities and overflows on large logits (Keras's own advice).
+    """
+    import keras
+
+    return keras.layers.Dense(units, activation=activation, dtype="float32", name=name)
+
+
 def is_recurrent(layer: Any) -> bool:
     """True for RNN layers (and Bidirectional wrappers) as made by recurrent_stack."""
     import keras

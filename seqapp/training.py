@@ -186,15 +186,35 @@ def prepare(cfg: Config, plan: Any = None) -> Prepared:
     splits = task.load_data(cfg)
     prep = {"task": cfg.task, **task.fit_preprocessing(cfg, splits)}  # the task: a check against a foreign config
     if plan is None or plan.mode == "none":
-        model = task.build_model(cfg, prep)
+        model = build_model(task, cfg, prep)
         train_ds, val_ds = task.datasets(cfg, prep, splits)
         return Prepared(task, splits, prep, model, train_ds, val_ds, plan)
     with plan.strategy.scope():
-        model = task.build_model(cfg, prep)
+        model = build_model(task, cfg, prep)
     global_batch = cfg.train.batch_size * plan.replicas
     train_ds, val_ds = task.datasets(dataclasses.replace(cfg, train=dataclasses.replace(
         cfg.train, batch_size=global_batch)), prep, splits)
     return Prepared(task, splits, prep, model, train_ds, val_ds, plan)
+
+
+def build_model(task: Task, cfg: Config, prep: dict) -> Any:
+    """The task's model under ``train.mixed_precision``'s dtype policy.
+
+    The policy is set only while the layers are made (each layer keeps the policy it was
+    made under, and ``model.keras`` records it), so models built later in the same process
+    (inference graphs, other runs, tests) are float32 as before. Under ``mixed_float16``
+    Keras's ``compile`` wraps the optimizer in a ``LossScaleOptimizer``.
+    """
+    import keras
+
+    if cfg.train.mixed_precision == "none":
+        return task.build_model(cfg, prep)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(cfg.train.mixed_precision)
+    try:
+        return task.build_model(cfg, prep)
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def train(cfg: Config, out: Path, name: str | None = None, verbose: int | None = None,
@@ -261,6 +281,8 @@ def run_draft(draft: drafts.Draft, cfg: Config, guard: Any, verbose: int | None,
         state = checkpoint.load(draft.path)
         if state is None:
             log(f"training {cfg.task}: {ready.model.count_params():,} parameters, up to {cfg.train.epochs} epochs")
+        if plan is not None:
+            log(f"devices: {', '.join(plan.devices())} ({plan.mode}, {plan.replicas} replica(s))")
         else:
             at = f", batch {state.step + 1}" if state.step else ""
             log(f"resuming {cfg.task} in {draft.path} at epoch {min(state.epoch + 1, cfg.train.epochs)}{at}")
@@ -290,18 +312,31 @@ def finish(ready: Prepared, cfg: Config, folder: Path, history: dict) -> Run:
     if ready.plan is not None:
         runs.write_json(folder / "distribute.json", ready.plan.info(cfg.train.batch_size))
         if ready.plan.mode == "multi_worker":  # evaluating under the strategy would wait for the other workers
-            plain = ready.task.build_model(cfg, ready.preprocessing)
+            plain = build_model(ready.task, cfg, ready.preprocessing)
             plain.set_weights(ready.model.get_weights())
             ready.model = plain
     save_model(ready.model, folder / "model.keras")
     faults.point("final_save")
     run = Run(path=folder, config=cfg, preprocessing=ready.preprocessing, _model=ready.model)
-    ready.task.export(run, folder)  # fast inference graphs (LiteRT), where the task has them
+    ready.task.export(float32_twin(ready, run), folder)  # fast inference graphs (LiteRT), where the task has them
     metrics = ready.task.evaluate(run, ready.splits)
     metrics["epochs_trained"] = len(next(iter(history.values()), []))
     runs.write_json(folder / "metrics.json", metrics)
     write_plots(ready.task, run, ready.splits, history, folder / "plots")
     return run
+
+
+def float32_twin(ready: Prepared, run: Run) -> Run:
+    """``run`` with its model rebuilt in float32 where it was trained in mixed precision:
+    the LiteRT converter cannot lower bfloat16 recurrent loops, and the graphs run on CPUs,
+    where float32 is the fast type. The weights are float32 either way."""
+    import dataclasses
+
+    if run.config.train.mixed_precision == "none":
+        return run
+    model = ready.task.build_model(run.config, ready.preprocessing)  # the process's policy: float32
+    model.set_weights(ready.model.get_weights())
+    return dataclasses.replace(run, _model=model)
 
 
 def write_digest(model: Any, history: dict, plan: Any) -> None:

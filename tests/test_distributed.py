@@ -72,33 +72,54 @@ def test_launch_fails_in_one_line_with_exit_2(tmp_path):
     assert last.startswith("error: worker ") and "failed (exit 2)" in last
 
 
-def tiny_args(batch_size: int) -> list[str]:
+def tiny_args(task: str, batch_size: int, data: str | None = None) -> list[str]:
+    """The tiny run of ``task``, with neither gradient clipping nor dropout: both differ
+    between replicas and one process (see the README), the rest must agree."""
     from seqapp.tasks import REGISTRY
 
-    sets = [item for item in REGISTRY["textgen"].tiny["set"] if not item.startswith("train.batch_size")]
-    sets += [f"train.batch_size={batch_size}", "train.clipnorm=0"]  # see the README on clipnorm
-    return ["train", "textgen", "--epochs", "2", "--quiet", *[arg for item in sets for arg in ("--set", item)]]
+    sets = [item for item in REGISTRY[task].tiny["set"] if not item.startswith("train.batch_size")]
+    sets += [f"train.batch_size={batch_size}", "train.clipnorm=0", "model.dropout=0"]
+    data_args = ["--data", data] if data else []
+    return ["train", task, "--epochs", "2", "--quiet", *data_args, *[arg for item in sets for arg in ("--set", item)]]
+
+
+def imbalanced_sentiment(folder) -> str:
+    """The bundled sentiment data without two of every three negative texts, so the class
+    weights (sample weights of the loss) are not all 1."""
+    from seqapp import datafiles
+
+    lines = datafiles.bundled("sentiment.tsv").read_text(encoding="utf-8").splitlines()
+    negatives = [line for line in lines if line.endswith("\tnegative")]
+    assert len(negatives) > 30
+    kept = [line for line in lines if not line.endswith("\tnegative")] + negatives[::3]
+    path = folder / "imbalanced.tsv"
+    path.write_text("\n".join(kept) + "\n", encoding="utf-8")
+    return str(path)
 
 
 @pytest.mark.slow
-def test_two_workers_train_like_one_process_with_the_global_batch(tmp_path):
+@pytest.mark.parametrize("task", ["textgen", "sentiment"])  # sentiment: masked padding and class weights
+def test_two_workers_train_like_one_process_with_the_global_batch(tmp_path, task):
     env = {**os.environ, "SEQAPP_WEIGHTS_DIGEST": str(tmp_path / "two")}
     (tmp_path / "two").mkdir()
     (tmp_path / "one").mkdir()
+    data = imbalanced_sentiment(tmp_path) if task == "sentiment" else None
     launcher = [sys.executable, "-m", "seqapp", "launch", "--workers", "2", "--log-dir", str(tmp_path / "logs")]
-    two = subprocess.run([*launcher, "--", *tiny_args(16), "--out", str(tmp_path / "runs2")],
+    two = subprocess.run([*launcher, "--", *tiny_args(task, 16, data), "--out", str(tmp_path / "runs2")],
                          env=env, capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-2000:]
-    published = list((tmp_path / "runs2" / "textgen").iterdir())
+    published = list((tmp_path / "runs2" / task).iterdir())
     assert len(published) == 1 and not published[0].name.startswith(".")
     info = json.loads((published[0] / "distribute.json").read_text())
+    devices = info.pop("devices")  # the chief's: one replica
+    assert len(devices) == 1 and devices[0].startswith("/job:worker/") and "/device:" in devices[0]
     assert info == {"strategy": "multi_worker", "workers": 2, "replicas": 2, "batch_size_per_replica": 16,
                     "global_batch_size": 32}
     chief, other = (json.loads((tmp_path / "two" / f"worker-{i}.json").read_text()) for i in (0, 1))
     assert chief["sha256"] == other["sha256"]
 
     env["SEQAPP_WEIGHTS_DIGEST"] = str(tmp_path / "one")
-    one = subprocess.run([sys.executable, "-m", "seqapp", *tiny_args(32), "--set", "train.distribute=none",
+    one = subprocess.run([sys.executable, "-m", "seqapp", *tiny_args(task, 32, data), "--set", "train.distribute=none",
                           "--out", str(tmp_path / "runs1")], env=env, capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-2000:]
     single = json.loads((tmp_path / "one" / "worker-0.json").read_text())
@@ -115,7 +136,38 @@ def test_mirrored_trains_with_fit_and_records_the_strategy(tmp_path):
     run = train(cfg, tmp_path, verbose=0, log=lambda _: None)
     info = json.loads((run.path / "distribute.json").read_text())
     assert info["strategy"] == "mirrored" and info["global_batch_size"] == 16 * info["replicas"]
+    assert len(info["devices"]) == info["replicas"]
     assert run.metrics["epochs_trained"] == 1
+
+
+@pytest.mark.parametrize("case", ["binary", "sequence", "masked sequence"])
+def test_the_step_loss_is_keras_loss_with_sample_weights_and_masks(case):
+    """Sum and divisor as the distributed step splits them give Keras's own loss value
+    (binary: sentiment's shapes, a class weight per text; sequence: a weight per step)."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    if case == "binary":
+        y, y_pred = tf.constant(rng.integers(0, 2, (4, 1)), tf.float32), tf.constant(rng.random((4, 1)), tf.float32)
+        weights, loss = tf.constant([0.5, 2.0, 1.0, 3.0]), keras.losses.BinaryCrossentropy()
+    else:
+        y = tf.constant(rng.integers(0, 5, (4, 6)), tf.int32)
+        y_pred = tf.nn.softmax(tf.constant(rng.normal(size=(4, 6, 5)), tf.float32))
+        weights, loss = tf.constant(rng.random((4, 6)), tf.float32), keras.losses.SparseCategoricalCrossentropy()
+    if case == "masked sequence":
+        y_pred._keras_mask = tf.constant(rng.random((4, 6)) > 0.3)
+    loss_sum, divisor = distribute.weighted_losses(loss, y, y_pred, weights)
+    assert float(loss_sum / divisor) == pytest.approx(float(loss(y, y_pred, sample_weight=weights)), rel=1e-6)
+
+
+def test_the_devices_of_a_single_process_are_named():
+    import tensorflow as tf
+
+    devices = distribute.Plan("none", tf.distribute.get_strategy()).devices()
+    assert len(devices) == 1 and "/device:" in devices[0]
+    assert distribute.Plan("none", tf.distribute.get_strategy()).info(8)["devices"] == devices
 
 
 def test_a_multi_worker_training_is_not_resumed_but_told_how(monkeypatch):

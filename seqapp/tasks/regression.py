@@ -25,7 +25,7 @@ import numpy as np
 
 from seqapp.config import Config, setting
 from seqapp.errors import SeqappError
-from seqapp.layers import apply_stack, recurrent_stack, stateful_step
+from seqapp.layers import apply_stack, output_head, recurrent_stack, stateful_step
 from seqapp.plots import pyplot, save_figure
 from seqapp.sampling import StepFunction
 from seqapp.tasks.base import JSON_OUTPUT, RANDOM_SEED, PredictOption, Task
@@ -279,7 +279,7 @@ def series_model(model_cfg: Any, horizon: int, sequence: bool = False, step: boo
     stack = recurrent_stack(model_cfg.cell, model_cfg.units, model_cfg.layers, model_cfg.dropout,
                             model_cfg.bidirectional, return_sequences=sequence and not step,
                             return_state=step, name="series")
-    head = keras.layers.Dense(horizon, name="forecast")
+    head = output_head(horizon, name="forecast")
     if not step:
         x, _ = apply_stack(stack, values)
         return keras.Model(values, head(x), name="series_model")

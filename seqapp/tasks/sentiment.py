@@ -21,7 +21,7 @@ import numpy as np
 from seqapp import datafiles, litert
 from seqapp.config import Config, ModelConfig, setting
 from seqapp.errors import SeqappError
-from seqapp.layers import apply_stack, recurrent_stack
+from seqapp.layers import apply_stack, output_head, recurrent_stack
 from seqapp.metrics import class_table, classification_metrics, confusion_table
 from seqapp.plots import plot_confusion
 from seqapp.tasks.base import JSON_OUTPUT, PredictOption, Splits, Task, held_out, main_split
@@ -430,9 +430,9 @@ def classifier(vocab_size: int, num_classes: int, model_cfg: Any) -> Any:
         steps = keras.ops.expand_dims(keras.ops.not_equal(tokens, PAD_ID), -1)
         x = keras.ops.max(keras.ops.where(steps, x, -1e9), axis=1)
     if num_classes == 2:
-        probabilities = keras.layers.Dense(1, activation="sigmoid", name="positive_probability")(x)
+        probabilities = output_head(1, "sigmoid", name="positive_probability")(x)
     else:
-        probabilities = keras.layers.Dense(num_classes, activation="softmax", name="class_probabilities")(x)
+        probabilities = output_head(num_classes, "softmax", name="class_probabilities")(x)
     return keras.Model(tokens, probabilities, name="text_classifier")
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from seqapp.config import Config, ModelConfig, setting
 from seqapp.errors import SeqappError
-from seqapp.layers import is_recurrent, recurrent_stack
+from seqapp.layers import is_recurrent, output_head, recurrent_stack
 from seqapp.metrics import class_table, classification_metrics, entity_scores, is_bio
 from seqapp.plots import plot_confusion
 from seqapp.tasks.base import JSON_OUTPUT, PredictOption, Splits, Task, held_out, log, main_split
@@ -268,7 +268,7 @@ def tagger(prep: dict, model_cfg: Any) -> Any:
                             bidirectional=model_cfg.bidirectional, return_sequences=True, name="encoder")
     for layer in stack:
         x = layer(x, mask=tokens) if is_recurrent(layer) else layer(x)
-    probabilities = keras.layers.Dense(len(prep["tags"]), activation="softmax", name="tag_probabilities")(x)
+    probabilities = output_head(len(prep["tags"]), "softmax", name="tag_probabilities")(x)
     return keras.Model(inputs, probabilities, name="tagger")
 
 

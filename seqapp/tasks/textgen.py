@@ -19,7 +19,7 @@ import numpy as np
 from seqapp import datafiles, litert, sampling
 from seqapp.config import Config, setting
 from seqapp.errors import SeqappError
-from seqapp.layers import apply_stack, recurrent_stack, stateful_step
+from seqapp.layers import apply_stack, output_head, recurrent_stack, stateful_step
 from seqapp.tasks.base import RANDOM_SEED, PredictOption, Splits, Task, log
 from seqapp.text import END_ID, PAD_ID, SPECIALS, START_ID, Tokenizer
 
@@ -255,7 +255,7 @@ def language_model(vocab_size: int, model_cfg: Any, step: bool = False) -> Any:
     x = keras.layers.Embedding(vocab_size, model_cfg.embedding_dim, name="embedding")(tokens)
     stack = recurrent_stack(model_cfg.cell, model_cfg.units, model_cfg.layers, model_cfg.dropout,
                             return_sequences=True, return_state=step, name="lm")
-    head = keras.layers.Dense(vocab_size, name="next_token_logits")
+    head = output_head(vocab_size, name="next_token_logits")
     if not step:
         x, _ = apply_stack(stack, x)
         return keras.Model(tokens, head(x), name="language_model")

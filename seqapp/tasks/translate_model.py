@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from seqapp import litert
-from seqapp.layers import apply_stack, flatten, recurrent_stack, state_inputs, state_size
+from seqapp.layers import apply_stack, flatten, output_head, recurrent_stack, state_inputs, state_size
 from seqapp.text import PAD_ID
 
 
@@ -62,7 +62,7 @@ def seq2seq_layers(model_cfg: Any, source_vocab: int, target_vocab: int) -> dict
     if "attention" in layers:
         layers["join"] = keras.layers.Concatenate(name="context_and_output")
         layers["attentional"] = keras.layers.Dense(units, activation="tanh", name="attentional_output")
-    layers["logits"] = keras.layers.Dense(target_vocab, name="logits")
+    layers["logits"] = output_head(target_vocab, name="logits")
     return layers
 
 
