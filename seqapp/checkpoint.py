@@ -170,6 +170,8 @@ class Checkpointer(keras.callbacks.Callback):
         self.restore_pending = bool(state.arrays.get("model"))
         self.pause_after_epoch = False
         self.epoch = self.step = 0
+        # Several workers save only where they all are: at an epoch's end (the last one is resumed).
+        self.epochs_only = False
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         if self.restore_pending:  # fit has built the optimizer and metrics by now
@@ -193,7 +195,9 @@ class Checkpointer(keras.callbacks.Callback):
         # On an epoch's last batch the epoch ends first (validation, then the state is saved).
         last = batch + 1 == self.params.get("steps")
         stopping = self.guard.pending is not None and not last
-        every = self.cfg.checkpoint_every
+        if stopping and self.epochs_only:
+            raise Interrupted(self.guard.pending)
+        every = 0 if self.epochs_only else self.cfg.checkpoint_every
         if stopping or (every and self.step % every == 0 and not last):
             self.save(self.epoch, self.step)
         if stopping:

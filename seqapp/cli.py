@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from seqapp import __version__, backend, exporting, listing, runs, serve
+from seqapp import __version__, backend, drafts, exporting, launch, listing, runs, serve
 from seqapp.errors import SeqappError
 from seqapp.tasks import REGISTRY, get_task
 
@@ -86,7 +86,7 @@ def handle_errors(command: Callable) -> Callable:
         except KeyboardInterrupt as exc:
             draft = getattr(exc, "draft", None)
             if draft is not None:
-                typer.echo(f"interrupted; the training state is saved. resume with: seqapp train --resume {draft}",
+                typer.echo(f"interrupted; the training state is saved. resume with: {drafts.resume_command(draft)}",
                            err=True)
             else:
                 typer.echo("interrupted; nothing was saved", err=True)
@@ -171,8 +171,6 @@ def new_training(task: str | None, data: Path | None, epochs: int | None, out: P
         from seqapp import datafiles
 
         datafiles.read_text(data)  # fail fast on a missing/empty/binary file, before TensorFlow starts
-    from seqapp import drafts
-
     drafts.task_folder(out, cfg.task)  # an unwritable --out, before TensorFlow starts
     backend.start()
     from seqapp.training import train as train_run
@@ -187,9 +185,9 @@ def resume_training(draft: str | None, out: Path, quiet: bool, **settings: Any) 
         option = "--set" if given[0] == "overrides" else "--" + given[0].replace("_", "-")
         raise SeqappError(f"--resume continues a training with its saved settings; drop {option}, "
                           "or start a new training without --resume")
-    from seqapp import drafts
-
     path = Path(draft) if draft else drafts.newest(out)
+    if launch.worker_index() > 0:  # a multi-worker training: each worker goes on from its own backup
+        path = drafts.newest(drafts.worker_home(out, launch.worker_index()))
     drafts.open_draft(path).unlock()  # a clear error now if it cannot be resumed, before TensorFlow starts
     backend.start()
     from seqapp.training import resume as resume_run
@@ -347,6 +345,7 @@ def with_task_options(command: Callable) -> Callable:
 app.command("predict")(with_task_options(handle_errors(predict)))
 app.command("export")(handle_errors(exporting.command))
 app.command("serve")(handle_errors(serve.command))
+app.command("launch")(handle_errors(launch.launch))
 
 
 def read_inputs(inputs: list[str], file: Path | None) -> list[str]:
@@ -413,8 +412,6 @@ def list_runs(
 
 def remove_drafts(out: Path) -> None:
     """``seqapp runs --clean-drafts``."""
-    from seqapp import drafts
-
     removed, running = drafts.clean(out)
     for path in removed:
         typer.echo(f"removed {path}")
@@ -443,5 +440,3 @@ def config_show(
     from seqapp.tasks import load_config
 
     typer.echo(configdoc.commented_yaml(load_config(template, overrides or [])), nl=False)
-from seqapp.launch import launch as launch_workers  # noqa: E402, I001 (own module: cli.py is full)
-app.command("launch")(handle_errors(launch_workers))

@@ -118,6 +118,25 @@ def plan(mode: str) -> Plan:
     return _plan
 
 
+def check_agreement(plan: Plan, epoch: int) -> None:
+    """Refuse to train when the workers start from different epochs (a worker died while
+    the others were saving an epoch's state): their weights would differ for ever."""
+    import tensorflow as tf
+
+    value = tf.constant([float(epoch), float(epoch) ** 2])
+
+    @tf.function
+    def total() -> Any:  # the sums of e and e squared are R e and R e^2 only if every e is the same
+        per_replica = plan.strategy.run(lambda: tf.identity(value))
+        return plan.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    with plan.strategy.scope():
+        sums = total()
+    if not bool(tf.reduce_all(tf.abs(sums - plan.replicas * value) < 0.5)):
+        raise SeqappError(f"the workers' saved states are of different epochs (this one: {epoch}); they cannot go "
+                          "on together: start the training again", resumable=False)
+
+
 def fit_custom(model: Any, train_ds: Any, val_ds: Any, plan: Plan, callbacks: list, epochs: int,
                initial_epoch: int, log: Any) -> None:
     """``model.fit`` for strategies where it fails: seqapp's distributed step, Keras's callbacks.
@@ -127,6 +146,7 @@ def fit_custom(model: Any, train_ds: Any, val_ds: Any, plan: Plan, callbacks: li
     single process with the global batch. Progress is one line per epoch, on the chief.
     """
     import keras
+    import tensorflow as tf
 
     hooks = keras.callbacks.CallbackList(callbacks, model=model, epochs=epochs, steps=int(train_ds.cardinality()),
                                          verbose=0)
@@ -135,6 +155,9 @@ def fit_custom(model: Any, train_ds: Any, val_ds: Any, plan: Plan, callbacks: li
         try:
             train_step, val_step = distributed_steps(model, plan.strategy)
             run_epochs(model, plan, hooks, (train_step, val_step), (train_ds, val_ds), epochs, initial_epoch, log)
+        except (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.DeadlineExceededError) as exc:
+            reason = str(exc.message).strip().splitlines()[0] if exc.message else type(exc).__name__
+            raise SeqappError(f"the training stopped because another worker did ({reason[:200]})") from None
         finally:
             model.optimizer.clipnorm = clipnorm
 
@@ -144,8 +167,8 @@ def run_epochs(model: Any, plan: Plan, hooks: Any, step_fns: tuple, datasets: tu
     """The epochs of :func:`fit_custom`, calling the callbacks where ``model.fit`` would."""
     strategy, (train_step, val_step), (train_ds, val_ds) = plan.strategy, step_fns, datasets
     steps = int(train_ds.cardinality())
-    dist_train = strategy.experimental_distribute_dataset(train_ds)
-    dist_val = strategy.experimental_distribute_dataset(val_ds) if val_ds is not None else None
+    dist_train = strategy.experimental_distribute_dataset(by_data(train_ds))
+    dist_val = strategy.experimental_distribute_dataset(by_data(val_ds)) if val_ds is not None else None
     model.stop_training = False
     hooks.on_train_begin()
     for epoch in range(initial_epoch, epochs):
@@ -162,6 +185,17 @@ def run_epochs(model: Any, plan: Plan, hooks: Any, step_fns: tuple, datasets: tu
         if model.stop_training:
             break
     hooks.on_train_end()
+
+
+def by_data(dataset: Any) -> Any:
+    """``dataset`` sharded by data: every worker reads the same batches (same split, same
+    seeded order) and keeps its replicas' slices of each, so a global batch is that of one
+    process (sharding by file does not apply: the data is in memory)."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 def run_epoch(step: Any, iterator: Any, hooks: Any, steps: int | None) -> float:
@@ -207,9 +241,11 @@ def weighted_losses(loss_object: Any, y: Any, y_pred: Any, sample_weight: Any) -
 def distributed_steps(model: Any, strategy: Any) -> tuple[Any, Any]:
     """A training step and a validation step, each over one distributed global batch.
 
-    Each replica sums its weighted losses and divides by the global batch's divisor (see
-    :func:`weighted_losses`), so the gradients Keras's optimizer sums across replicas are
-    those of the global batch's mean loss. Returns (that loss, examples in the batch).
+    Each replica computes the sum of its weighted losses, the divisor (see
+    :func:`weighted_losses`) and the sum's gradients, XLA-compiled when ``model.jit_compile``
+    (collectives stay outside the compiled part); dividing by the global batch's divisor
+    makes the gradients Keras's optimizer sums across replicas those of the global batch's
+    mean loss. Returns (that loss, examples in the batch).
     """
     import keras
     import tensorflow as tf
@@ -223,25 +259,24 @@ def distributed_steps(model: Any, strategy: Any) -> tuple[Any, Any]:
                           "yet; use mixed_bfloat16 or none")
     total_sum = tf.distribute.ReduceOp.SUM
     clipnorm, model.optimizer.clipnorm = model.optimizer.clipnorm, None  # see replica_train; put back by fit_custom
-
-    def replica_loss(inputs: Any, training: bool) -> tuple[Any, Any]:
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(inputs)
-        loss_sum, divisor = weighted_losses(loss_object, y, model(x, training=training), sample_weight)
-        context = tf.distribute.get_replica_context()
-        examples = tf.cast(tf.shape(tf.nest.flatten(x)[0])[0], tf.float32)
-        return tf.math.divide_no_nan(loss_sum, context.all_reduce(total_sum, divisor)), examples
+    local_train, local_val = local_steps(model, loss_object, bool(model.jit_compile))
 
     def replica_train(inputs: Any) -> tuple[Any, Any]:
         context = tf.distribute.get_replica_context()
-        with tf.GradientTape() as tape:
-            loss, examples = replica_loss(inputs, True)
-        grads = tape.gradient(loss, model.trainable_variables)
+        loss_sum, divisor, examples, grads = local_train(inputs)
+        divisor = context.all_reduce(total_sum, divisor)
+        grads = [scaled(grad, 1.0 / tf.maximum(divisor, 1e-12)) for grad in grads]
         if clipnorm:  # clip the whole batch's gradient, as one process would; Keras would clip each share
             dense = [tf.convert_to_tensor(grad) for grad in grads]  # an embedding's gradient is sparse
             grads = [tf.clip_by_norm(grad, clipnorm) / context.num_replicas_in_sync
                      for grad in context.all_reduce(total_sum, dense)]
         model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss, examples
+        return tf.math.divide_no_nan(loss_sum, divisor), examples
+
+    def replica_val(inputs: Any) -> tuple[Any, Any]:
+        loss_sum, divisor, examples = local_val(inputs)
+        divisor = tf.distribute.get_replica_context().all_reduce(total_sum, divisor)
+        return tf.math.divide_no_nan(loss_sum, divisor), examples
 
     @tf.function
     def train_step(inputs: Any) -> tuple[Any, Any]:
@@ -250,7 +285,40 @@ def distributed_steps(model: Any, strategy: Any) -> tuple[Any, Any]:
 
     @tf.function
     def val_step(inputs: Any) -> tuple[Any, Any]:
-        loss, examples = strategy.run(replica_loss, args=(inputs, False))
+        loss, examples = strategy.run(replica_val, args=(inputs,))
         return strategy.reduce(total_sum, loss, axis=None), strategy.reduce(total_sum, examples, axis=None)
 
     return train_step, val_step
+
+
+def local_steps(model: Any, loss_object: Any, jit_compile: bool) -> tuple[Any, Any]:
+    """One replica's share of a step, with no collective operation in it, so XLA can compile
+    it: (loss sum, divisor, examples, gradients of the sum) and (loss sum, divisor, examples)."""
+    import keras
+    import tensorflow as tf
+
+    def losses(inputs: Any, training: bool) -> tuple[Any, Any, Any]:
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(inputs)
+        loss_sum, divisor = weighted_losses(loss_object, y, model(x, training=training), sample_weight)
+        return loss_sum, divisor, tf.cast(tf.shape(tf.nest.flatten(x)[0])[0], tf.float32)
+
+    def train(inputs: Any) -> tuple[Any, Any, Any, list]:
+        with tf.GradientTape() as tape:
+            loss_sum, divisor, examples = losses(inputs, True)
+        return loss_sum, divisor, examples, tape.gradient(loss_sum, model.trainable_variables)
+
+    def val(inputs: Any) -> tuple[Any, Any, Any]:
+        return losses(inputs, False)
+
+    if not jit_compile:
+        return train, val
+    return tf.function(train, jit_compile=True), tf.function(val, jit_compile=True)
+
+
+def scaled(grad: Any, factor: Any) -> Any:
+    """``grad`` times ``factor``, a sparse (embedding) gradient kept sparse."""
+    import tensorflow as tf
+
+    if isinstance(grad, tf.IndexedSlices):
+        return tf.IndexedSlices(grad.values * factor, grad.indices, grad.dense_shape)
+    return grad * factor

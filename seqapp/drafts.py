@@ -142,7 +142,7 @@ def training(draft: Draft) -> Iterator[Draft]:
         kept = keep_or_remove(draft)
         if kept is None or not exc.resumable:
             raise
-        raise SeqappError(f"{exc}; the training so far is kept: seqapp train --resume {kept}") from None
+        raise SeqappError(f"{exc}; the training so far is kept: {resume_command(kept)}") from None
     except BaseException:
         keep_or_remove(draft)
         raise
@@ -244,3 +244,31 @@ def clean(out: Path) -> tuple[list[Path], list[Path]]:
         shutil.rmtree(path)
         removed.append(path)
     return removed, running
+
+
+def worker_home(out: Path, index: int) -> Path:
+    """Where worker ``index`` (not the chief) of a multi-worker training keeps its drafts: its
+    backup, which a resumed training goes on from (``<out>/.workers/`` holds no task's runs,
+    so ``seqapp runs`` never lists it)."""
+    return Path(out) / ".workers" / f"worker-{index}"
+
+
+def remove_backup(draft: Path) -> None:
+    """Delete a worker's finished draft, then the folders of :func:`worker_home` left empty."""
+    shutil.rmtree(draft, ignore_errors=True)
+    for folder in (draft.parent, draft.parent.parent, draft.parent.parent.parent):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: another worker's, or a draft still to resume
+            return
+
+
+def resume_command(draft: Path) -> str:
+    """The command that goes on with the interrupted training in ``draft``."""
+    from seqapp.distribute import cluster
+
+    workers = cluster(os.environ.get("TF_CONFIG"))[0]
+    if workers > 1:
+        return (f"seqapp launch --workers {workers} -- train --resume {draft} (or that --resume on every "
+                "worker: the others go on from their own backups)")
+    return f"seqapp train --resume {draft}"

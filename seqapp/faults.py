@@ -7,7 +7,8 @@
 - ``state_write``: inside a training-state write, the new file half done;
 - ``final_save``: after ``model.keras`` is written, before the run is published.
 
-The crash tests use it to stop a training at exact moments; unset, it costs one dict lookup.
+With ``SEQAPP_FAULT_WORKER=I`` only worker I of a multi-worker training (``TF_CONFIG``)
+acts. The crash tests use it to stop a training at exact moments; unset, it costs one dict lookup.
 """
 
 from __future__ import annotations
@@ -25,8 +26,17 @@ def point(name: str) -> None:
         return
     where, _, signame = spec.partition(":")
     target, _, count = where.partition("@")
-    if target != name:
+    if target != name or not this_worker(os.environ.get("SEQAPP_FAULT_WORKER")):
         return
     _passes[name] = _passes.get(name, 0) + 1
     if _passes[name] == int(count or 1):
         os.kill(os.getpid(), getattr(signal, f"SIG{signame or 'KILL'}"))
+
+
+def this_worker(index: str | None) -> bool:
+    """True unless ``index`` names another worker than this process's ``TF_CONFIG`` task."""
+    if index is None:
+        return True
+    from seqapp.distribute import cluster
+
+    return cluster(os.environ.get("TF_CONFIG"))[1] == int(index)

@@ -25,6 +25,13 @@ import typer
 from seqapp.errors import SeqappError
 
 
+def worker_index() -> int:
+    """This process's index in the cluster ``TF_CONFIG`` names (0: the chief, or no cluster)."""
+    from seqapp.distribute import cluster
+
+    return cluster(os.environ.get("TF_CONFIG"))[1]
+
+
 def free_ports(count: int) -> list[int]:
     """``count`` distinct loopback ports free now (all held open together so none repeats)."""
     sockets = []

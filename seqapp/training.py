@@ -122,6 +122,7 @@ def fit(model: Any, train_ds: Any, val_ds: Any, cfg: TrainConfig, folder: Path, 
     guard = guard or checkpoint.SignalGuard()
     monitor = "val_loss" if val_ds is not None else "loss"
     keeper = checkpoint.Checkpointer(folder, cfg, monitor, state, guard, data_epoch())
+    keeper.epochs_only = plan is not None and plan.mode == "multi_worker"
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     if cfg.jit_compile is not None:
@@ -223,57 +224,44 @@ def train(cfg: Config, out: Path, name: str | None = None, verbose: int | None =
 
     Ctrl-C or SIGTERM saves the training state and raises :class:`seqapp.drafts.Interrupted`
     (its ``draft`` names the folder to resume). Under ``train.distribute`` with several
-    workers only worker 0 (the chief) writes under ``out``; the others train in a
-    temporary folder they delete, and the Run they return names that deleted folder.
+    workers only worker 0 (the chief) writes the run; the others keep their training state
+    in :func:`seqapp.drafts.worker_home` until the training ends, and the Run they return
+    names their deleted draft.
     """
-    import shutil
-    import tempfile
-
     from seqapp import distribute
     from seqapp.checkpoint import SignalGuard
 
     plan = distribute.plan(cfg.train.distribute)  # first: a multi-worker strategy must precede other TF work
-    scratch = None if plan.chief else Path(tempfile.mkdtemp(prefix=f"seqapp-worker{plan.index}-"))
-    try:
-        with SignalGuard() as guard:
-            return run_draft(drafts.start(scratch or out, cfg, name), cfg, guard, verbose, log, plan)
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+    with SignalGuard() as guard:
+        return run_draft(drafts.start(drafts.worker_home(out, plan.index) if plan.index else out, cfg, name),
+                         cfg, guard, verbose, log, plan)
 
 
 def resume(path: Path | None, out: Path, verbose: int | None = None, log: Callable[[str], None] = print) -> Run:
-    """Continue the interrupted training in draft folder ``path`` (default: the newest under ``out``)."""
+    """Continue the interrupted training in draft folder ``path`` (default: the newest under ``out``).
+
+    A multi-worker training resumes on every worker at once: each goes on from its own state
+    of the last epoch all of them finished (the chief's draft, the others' backups).
+    """
+    from seqapp import distribute
     from seqapp.checkpoint import SignalGuard
 
     with SignalGuard() as guard:
         draft = drafts.open_draft(Path(path) if path else drafts.newest(out))
         try:
             cfg = load_saved_config(draft.path / "config.yaml")
-            plan = resumable_plan(cfg)
+            plan = distribute.plan(cfg.train.distribute)
         except BaseException:
             draft.unlock()
             raise
         return run_draft(draft, cfg, guard, verbose, log, plan)
 
 
-def resumable_plan(cfg: Config) -> Any:
-    """The strategy to resume under; a multi-worker training cannot be resumed yet (the other
-    workers' drafts are gone), so it is refused with the way to go on with one process."""
-    from seqapp import distribute
-
-    plan = distribute.plan(cfg.train.distribute)
-    if plan.mode == "multi_worker":
-        raise SeqappError("a multi-worker training cannot be resumed yet; resume it in one process "
-                          "(unset TF_CONFIG), which keeps its saved settings")
-    return plan
-
-
 def run_draft(draft: drafts.Draft, cfg: Config, guard: Any, verbose: int | None, log: Callable[[str], None],
               plan: Any = None) -> Run:
     """Train (or go on training) in ``draft``, then evaluate, save and publish the run
     (a worker other than the chief stops after training: the chief saves the run)."""
-    from seqapp import checkpoint
+    from seqapp import checkpoint, distribute
 
     with drafts.training(draft):
         ready = prepare(cfg, plan)
@@ -281,15 +269,18 @@ def run_draft(draft: drafts.Draft, cfg: Config, guard: Any, verbose: int | None,
         state = checkpoint.load(draft.path)
         if state is None:
             log(f"training {cfg.task}: {ready.model.count_params():,} parameters, up to {cfg.train.epochs} epochs")
-        if plan is not None:
-            log(f"devices: {', '.join(plan.devices())} ({plan.mode}, {plan.replicas} replica(s))")
         else:
             at = f", batch {state.step + 1}" if state.step else ""
             log(f"resuming {cfg.task} in {draft.path} at epoch {min(state.epoch + 1, cfg.train.epochs)}{at}")
+        if plan is not None:
+            log(f"devices: {', '.join(plan.devices())} ({plan.mode}, {plan.replicas} replica(s))")
+        if plan is not None and plan.mode == "multi_worker":
+            distribute.check_agreement(plan, state.epoch if state else 0)
         history = fit(ready.model, ready.train_ds, ready.val_ds, cfg.train, draft.path, verbose, state, guard, plan)
         write_digest(ready.model, history, plan)
         if plan is not None and not plan.chief:
             log(f"worker {plan.index} of {plan.workers}: trained; worker 0 saves the run")
+            drafts.remove_backup(draft.path)
             return Run(path=draft.path, config=cfg, preprocessing=ready.preprocessing, _model=ready.model)
         run = finish(ready, cfg, draft.path, history)
         run.path = drafts.publish(draft)

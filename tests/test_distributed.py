@@ -72,7 +72,7 @@ def test_launch_fails_in_one_line_with_exit_2(tmp_path):
     assert last.startswith("error: worker ") and "failed (exit 2)" in last
 
 
-def tiny_args(task: str, batch_size: int, data: str | None = None) -> list[str]:
+def tiny_args(task: str, batch_size: int, data: str | None = None, epochs: int = 2) -> list[str]:
     """The tiny run of ``task``, with neither gradient clipping nor dropout: both differ
     between replicas and one process (see the README), the rest must agree."""
     from seqapp.tasks import REGISTRY
@@ -80,7 +80,8 @@ def tiny_args(task: str, batch_size: int, data: str | None = None) -> list[str]:
     sets = [item for item in REGISTRY[task].tiny["set"] if not item.startswith("train.batch_size")]
     sets += [f"train.batch_size={batch_size}", "train.clipnorm=0", "model.dropout=0"]
     data_args = ["--data", data] if data else []
-    return ["train", task, "--epochs", "2", "--quiet", *data_args, *[arg for item in sets for arg in ("--set", item)]]
+    return ["train", task, "--epochs", str(epochs), "--quiet", *data_args,
+            *[arg for item in sets for arg in ("--set", item)]]
 
 
 def imbalanced_sentiment(folder) -> str:
@@ -170,10 +171,70 @@ def test_the_devices_of_a_single_process_are_named():
     assert distribute.Plan("none", tf.distribute.get_strategy()).info(8)["devices"] == devices
 
 
-def test_a_multi_worker_training_is_not_resumed_but_told_how(monkeypatch):
-    from seqapp import training
-    from seqapp.tasks import load_config
+def test_worker_backups_are_out_of_the_runs_and_removed_when_done(tmp_path):
+    from seqapp import drafts, runs
 
-    monkeypatch.setattr(distribute, "plan", lambda mode: distribute.Plan("multi_worker", None, 2, 0))
-    with pytest.raises(SeqappError, match="resume it in one process"):
-        training.resumable_plan(load_config("textgen"))
+    home = drafts.worker_home(tmp_path, 1)
+    first, second = home / "textgen" / ".draft-a", drafts.worker_home(tmp_path, 2) / "textgen" / ".draft-b"
+    for folder in (first, second):
+        folder.mkdir(parents=True)
+        (folder / "training-state.npz").write_bytes(b"x")
+    assert runs.run_dirs(tmp_path) == [] and drafts.find(tmp_path) == []
+    drafts.remove_backup(first)
+    assert not home.exists() and second.is_dir()  # the other worker's backup stays
+    drafts.remove_backup(second)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_interrupted_worker_is_told_to_resume_all_workers(monkeypatch, tmp_path):
+    from seqapp import drafts
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert drafts.resume_command(tmp_path) == f"seqapp train --resume {tmp_path}"
+    monkeypatch.setenv("TF_CONFIG", TWO)
+    assert drafts.resume_command(tmp_path).startswith(f"seqapp launch --workers 2 -- train --resume {tmp_path}")
+    assert launch.worker_index() == 1
+
+
+def test_a_fault_point_can_name_one_worker(monkeypatch):
+    from seqapp import faults
+
+    monkeypatch.setenv("TF_CONFIG", TWO)
+    assert faults.this_worker(None) and faults.this_worker("1") and not faults.this_worker("0")
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_is_resumed_with_the_others_from_the_last_epoch(tmp_path):
+    """Worker 1 is killed in the second of three epochs: the launch fails in one line, the
+    chief's draft and worker 1's backup hold epoch 1, and resuming all workers ends as one
+    uninterrupted process with the global batch does."""
+    digests = tmp_path / "two"
+    digests.mkdir()
+    out = ["--out", str(tmp_path / "runs2")]
+    launcher = [sys.executable, "-m", "seqapp", "launch", "--workers", "2", "--log-dir", str(tmp_path / "logs"), "--"]
+    env = {**os.environ, "SEQAPP_FAULT": "batch@100:KILL", "SEQAPP_FAULT_WORKER": "1"}  # 68 batches an epoch
+    killed = subprocess.run([*launcher, *tiny_args("textgen", 16, epochs=3), *out], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert killed.returncode == 2
+    assert "error: worker 1 of 2 failed (exit -9)" in killed.stderr.strip().splitlines()[-1]
+    assert [path.name for path in (tmp_path / "runs2" / ".workers").iterdir()] == ["worker-1"]
+
+    env = {**os.environ, "SEQAPP_WEIGHTS_DIGEST": str(digests)}
+    resumed = subprocess.run([*launcher, "train", "--resume", *out], env=env, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "at epoch 2" in resumed.stderr + resumed.stdout
+    assert len(list((tmp_path / "runs2" / "textgen").iterdir())) == 1
+    assert not (tmp_path / "runs2" / ".workers").exists()
+    chief, other = (json.loads((digests / f"worker-{i}.json").read_text()) for i in (0, 1))
+    assert chief["sha256"] == other["sha256"]
+
+    env["SEQAPP_WEIGHTS_DIGEST"] = str(tmp_path / "one")
+    (tmp_path / "one").mkdir()
+    one = subprocess.run([sys.executable, "-m", "seqapp", *tiny_args("textgen", 32, epochs=3), "--set",
+                          "train.distribute=none", "--out", str(tmp_path / "runs1")], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    single = json.loads((tmp_path / "one" / "worker-0.json").read_text())
+    for key in ("loss", "val_loss"):
+        assert chief["history"][key] == pytest.approx(single["history"][key], abs=1e-4)

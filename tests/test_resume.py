@@ -62,7 +62,9 @@ def test_rerun_and_resume_after_ctrl_c_are_bit_identical(tmp_path, corpus, monke
         state = checkpoint.load(stopped.value.draft)
         assert state.step > 0 and not state.done
         monkeypatch.delenv("SEQAPP_FAULT")
-        resumed = training.resume(stopped.value.draft, tmp_path / spec, verbose=0, log=quiet)
+        said = []
+        resumed = training.resume(stopped.value.draft, tmp_path / spec, verbose=0, log=said.append)
+        assert f"resuming textgen in {stopped.value.draft} at epoch 2, batch {state.step + 1}" in said
         same_runs(first, resumed.path)
         assert not stopped.value.draft.exists()
 
