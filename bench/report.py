@@ -13,6 +13,7 @@ Every key is present in every run; what was not measured (a missing peer, a sect
     generate_first_call_s.<side>.batch_1 / batch_64    that first call
     latency_s.<command>.<variant>        median wall seconds of a fresh process
     peak_rss_kb.<command>.<variant>      largest peak RSS of those processes
+    time_to_quality.<side>.points        [training seconds, validation nats/char] (full runs only)
     ratios.<figure>                      seqapp / peer (null unless both exist)
 """
 
@@ -50,7 +51,8 @@ def empty_result(units: int = 256, embed: int = 64) -> dict:
         "train_tokens_per_s": per_cell, "train_pct_of_sgemm": json.loads(json.dumps(per_cell)),
         "val_loss": json.loads(json.dumps(per_cell)), "generate_chars_per_s": per_batch,
         "generate_first_call_s": json.loads(json.dumps(per_batch)), "latency_s": per_command,
-        "peak_rss_kb": json.loads(json.dumps(per_command)), "ratios": {}, "details": {}, "notes": [],
+        "peak_rss_kb": json.loads(json.dumps(per_command)), "time_to_quality": None, "ratios": {}, "details": {},
+        "notes": [],
     }
 
 
@@ -72,8 +74,16 @@ def add_ratios(result: dict) -> dict:
         generate = result[figure]["generate"]
         for variant in ("default", "tf"):
             ratios[f"{figure}.generate.{variant}"] = ratio(generate[variant], generate["torch"])
+    final = {side: last_loss(result, side) for side in SIDES}
+    ratios["time_to_quality.val_loss"] = ratio(final["seqapp"], final["torch"])
     result["ratios"] = ratios
     return result
+
+
+def last_loss(result: dict, side: str) -> float | None:
+    """The validation loss at the end of a side's time-to-quality curve, if measured."""
+    points = ((result.get("time_to_quality") or {}).get(side) or {}).get("points")
+    return points[-1][1] if points else None
 
 
 def fmt(value: float | None, digits: int = 0) -> str:
@@ -109,6 +119,11 @@ def training_rows(result: dict) -> list[list[str]]:
         losses = [fmt(result["val_loss"][s][key], 3) for s in SIDES]
         rows.append([f"{name}: validation loss after {fmt(seconds)} s (nats/char)", *losses,
                      fmt(result["ratios"].get(f"val_loss.{key}"), 2)])
+    quality = result.get("time_to_quality")
+    if quality:
+        rows.append([f"default textgen template vs the peer's defaults: validation loss after "
+                     f"{fmt(quality['seconds'])} s (nats/char)", *(fmt(last_loss(result, s), 3) for s in SIDES),
+                     fmt(result["ratios"].get("time_to_quality.val_loss"), 2)])
     return rows
 
 

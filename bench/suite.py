@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench import ROOT, fixtures, latency, peers, report
+from bench import ROOT, fixtures, latency, peers, report, time_to_quality
 from bench.flops import percent_of_bound
 from bench.machine import machine_info
 from bench.textgen_vs_torch import torch_side
@@ -43,6 +43,7 @@ class Settings:
     batch: int = 64
     seq_len: int = 100
     train_seconds: float = 60.0
+    quality_seconds: float = 120.0  # bench/time_to_quality.py: the default template against the peer; 0: skipped
     gen_steps: dict[str, int] = field(default_factory=lambda: {"batch_1": 20_000, "batch_64": 2_000})
     reps: int = 5
     many_reps: int = 5  # for the many-input calls (10,000 sentiment lines, 1,000 translations)
@@ -57,7 +58,7 @@ class Settings:
         """The full settings, or the short ones of ``--quick``."""
         if not quick:
             return cls(False, torch_python, data)
-        return cls(True, torch_python, data, cells=("lstm",), train_seconds=10.0,
+        return cls(True, torch_python, data, cells=("lstm",), train_seconds=10.0, quality_seconds=0.0,
                    gen_steps={"batch_1": 2_000, "batch_64": 200}, reps=3, many_reps=1, tf_reps=1, predict_tf=False)
 
 
@@ -192,6 +193,19 @@ def command_latency(s: Settings, result: dict, tmp: Path, peer_model: Path | Non
                                     "measured": measured}
 
 
+def quality(s: Settings, result: dict) -> None:
+    """Validation loss against training time, the default textgen template beside the peer,
+    with its plot (``bench/results/time_to_quality.png``)."""
+    try:
+        curves = time_to_quality.compare(s.torch_python, s.data, s.quality_seconds, [])
+    except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as exc:
+        result["notes"].append(f"time to quality failed: {error_tail(exc)}")
+        return
+    result["time_to_quality"] = curves
+    time_to_quality.RESULTS.mkdir(parents=True, exist_ok=True)
+    time_to_quality.plot(curves, time_to_quality.RESULTS / "time_to_quality.png")
+
+
 def missing_notes(s: Settings, result: dict) -> None:
     """Notes for what this run does not measure and why."""
     notes = result["notes"]
@@ -236,6 +250,9 @@ def run_suite(s: Settings) -> dict:
             peer_model = throughput(s, result, tmp)
             peer_generation(s, result, peer_model)
             clock = timed(sections, "training_and_generation", clock)
+        if s.data.is_file() and s.quality_seconds:
+            quality(s, result)
+            clock = timed(sections, "time_to_quality", clock)
         command_latency(s, result, tmp, peer_model)
         timed(sections, "latency", clock)
     missing_notes(s, result)

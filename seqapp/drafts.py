@@ -256,7 +256,12 @@ def worker_home(out: Path, index: int) -> Path:
 def remove_backup(draft: Path) -> None:
     """Delete a worker's finished draft, then the folders of :func:`worker_home` left empty."""
     shutil.rmtree(draft, ignore_errors=True)
-    for folder in (draft.parent, draft.parent.parent, draft.parent.parent.parent):
+    tidy_home(draft.parent)
+
+
+def tidy_home(task_dir: Path) -> None:
+    """Remove ``<out>/.workers/worker-<i>/<task>`` and the folders above it that are empty."""
+    for folder in (task_dir, task_dir.parent, task_dir.parent.parent):
         try:
             folder.rmdir()
         except OSError:  # not empty: another worker's, or a draft still to resume

@@ -111,4 +111,7 @@ def launch(
     folder.mkdir(parents=True, exist_ok=True)
     if workers > 1:
         typer.echo(f"launching {workers} workers; workers 1-{workers - 1} log to {folder}", err=True)
-    wait_all(start_workers(list(command), workers, folder), folder)
+    try:
+        wait_all(start_workers(list(command), workers, folder), folder)
+    except KeyboardInterrupt:  # the workers had the signal too: the chief has said what was kept
+        raise typer.Exit(130) from None

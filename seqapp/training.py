@@ -232,9 +232,13 @@ def train(cfg: Config, out: Path, name: str | None = None, verbose: int | None =
     from seqapp.checkpoint import SignalGuard
 
     plan = distribute.plan(cfg.train.distribute)  # first: a multi-worker strategy must precede other TF work
-    with SignalGuard() as guard:
-        return run_draft(drafts.start(drafts.worker_home(out, plan.index) if plan.index else out, cfg, name),
-                         cfg, guard, verbose, log, plan)
+    home = drafts.worker_home(out, plan.index) if plan.index else out
+    try:
+        with SignalGuard() as guard:
+            return run_draft(drafts.start(home, cfg, name), cfg, guard, verbose, log, plan)
+    finally:
+        if plan.index:  # a worker's backup folders go when nothing is left in them to resume
+            drafts.tidy_home(home / cfg.task)
 
 
 def resume(path: Path | None, out: Path, verbose: int | None = None, log: Callable[[str], None] = print) -> Run:

@@ -219,3 +219,23 @@ def test_a_busy_machine_is_noted() -> None:
     assert "load average 1.50 on 2 cores" in busy_note({"loadavg_start": [1.5, 1.0, 1.0], "cores_usable": 2})
     assert busy_note({"loadavg_start": [1.5, 1.0, 1.0], "cores_usable": 4}) is None
     assert busy_note({"loadavg_start": None, "cores": 2}) is None
+
+
+def test_time_to_quality_measures_the_default_template_at_each_checkpoint(tmp_path: Path) -> None:
+    """seqapp's curve: one point per checkpoint, at or past it on the (paused) clock, finite
+    losses that fall as training goes on; the plot is written."""
+    from bench import time_to_quality
+
+    corpus = tmp_path / "text.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 400, encoding="utf-8")
+    curve = time_to_quality.seqapp_curve(corpus, 4.0, ["model.units=16", "model.embedding_dim=8",
+                                                       "data.seq_len=20"])
+    marks = time_to_quality.checkpoints(4.0)
+    assert len(curve["points"]) == len(marks) == 5
+    assert all(seconds >= mark for (seconds, _), mark in zip(curve["points"], marks))
+    losses = [loss for _, loss in curve["points"]]
+    assert all(math.isfinite(loss) for loss in losses) and losses[-1] < losses[0]
+    assert curve["settings"]["units"] == 16 and curve["settings"]["seq_len"] == 20
+    result = {"machine": "test", "seqapp": curve, "torch": {"points": [[1.0, 3.0], [4.0, 2.5]]}}
+    time_to_quality.plot(result, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
