@@ -86,6 +86,8 @@ class TrainConfig:
     # of compiling; inputs whose length changes from batch to batch recompile every time.
     jit_compile: bool | None = setting(None, "XLA-compile the training step; null: Keras's choice (off on CPUs); "
                                        "keep it off for inputs of varying length")
+    fast_rnn: bool = setting(True, "train LSTM/GRU/SimpleRNN layers with seqapp's faster CPU loop (seqapp.fastrnn; "
+                             "same weights, stock layers saved); false: Keras's own loop")
 
 
 @dataclass

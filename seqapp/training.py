@@ -168,6 +168,10 @@ def prepare(cfg: Config) -> Prepared:
     splits = task.load_data(cfg)
     prep = {"task": cfg.task, **task.fit_preprocessing(cfg, splits)}  # the task: a check against a foreign config
     model = task.build_model(cfg, prep)
+    if cfg.train.fast_rnn:
+        from seqapp import fastrnn
+
+        fastrnn.accelerate(model)  # training only; the saved model.keras holds the stock layers
     train_ds, val_ds = task.datasets(cfg, prep, splits)
     return Prepared(task, splits, prep, model, train_ds, val_ds)
 
