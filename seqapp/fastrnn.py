@@ -19,11 +19,14 @@ every other case (inference, export, a mask, dropout inside the cell, other acti
 
 from __future__ import annotations
 
+import ctypes
 from typing import Any
 
 import tensorflow as tf
 
 _STOCK = "_seqapp_stock_inner_loop"  # the attribute that keeps the layer's own inner_loop
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+_heap_kept: bool | None = None
 
 
 # -- choosing the layers ---------------------------------------------------------------
@@ -37,6 +40,7 @@ def accelerate(model: Any) -> int:
     """
     if tf.config.list_logical_devices("GPU"):
         return 0
+    keep_freed_memory()
     count = 0
     for layer in recurrent_layers(model):
         if not hasattr(layer, _STOCK) and unsupported(layer) is None:
@@ -45,6 +49,27 @@ def accelerate(model: Any) -> int:
             object.__setattr__(layer, "inner_loop", _fast_inner_loop(layer, stock))
             count += 1
     return count
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc keep freed memory for reuse instead of handing large blocks back to the OS.
+
+    A compiled training step allocates its large temporaries (gate buffers of tens of MB)
+    afresh every step; glibc serves blocks that size with mmap and unmaps them on free, so
+    each step page-faults all of them in again: a quarter to a third of an LSTM-256 step's
+    CPU time on a 2-core machine. With mmap off and a high trim threshold they stay in the
+    heap. Process-wide, once; a no-op (False) where the C library is not glibc.
+    """
+    global _heap_kept
+    if _heap_kept is None:
+        _heap_kept = False
+        try:
+            libc = ctypes.CDLL(None)
+            if hasattr(libc, "gnu_get_libc_version") and hasattr(libc, "mallopt"):
+                _heap_kept = bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
+        except OSError:
+            pass
+    return _heap_kept
 
 
 def restore(model: Any) -> None:
@@ -169,7 +194,10 @@ def _zeros_if_none(grad: Any, like: Any) -> Any:
     return tf.zeros_like(like) if grad is None else grad
 
 
-# LSTM, Keras gate order i, f, c (candidate, here g), o.
+# LSTM, Keras gate order i, f, c (the candidate, here g), o. All four activations are one
+# sigmoid over the gate inputs: tanh(x) = 2 sigmoid(2x) - 1, so with m = 2 on the candidate's
+# columns and 1 elsewhere, act = m sigmoid(m z) - (m - 1), and its derivative is
+# (1 - act) (act + m - 1): one fused pass each way instead of one per gate.
 
 
 def lstm_sequence(xg: Any, h0: Any, c0: Any, recurrent: Any) -> tuple[Any, Any]:
@@ -177,11 +205,11 @@ def lstm_sequence(xg: Any, h0: Any, c0: Any, recurrent: Any) -> tuple[Any, Any]:
 
     @tf.custom_gradient
     def run(xg: Any, h0: Any, c0: Any, recurrent: Any) -> Any:
-        hs, cs, sig, cand = _lstm_forward(xg, h0, c0, recurrent)
+        hs, cs, acts = _lstm_forward(xg, h0, c0, recurrent)
 
         def grad(d_hs: Any, d_c: Any) -> tuple:
             d_hs, d_c = _zeros_if_none(d_hs, hs), _zeros_if_none(d_c, c0)
-            dz, dh0, dc0 = _lstm_backward(d_hs, d_c, cs, c0, sig, cand, recurrent)
+            dz, dh0, dc0 = _lstm_backward(d_hs, d_c, cs, c0, acts, recurrent)
             return dz, dh0, dc0, _flat_product(_with_first(h0, hs), dz)
 
         return (hs, cs[-1]), grad
@@ -189,40 +217,45 @@ def lstm_sequence(xg: Any, h0: Any, c0: Any, recurrent: Any) -> tuple[Any, Any]:
     return run(xg, h0, c0, recurrent)
 
 
+def _candidate_columns(units: int, dtype: Any) -> Any:
+    """m - 1 of the comment above: 1 on the candidate's columns, 0 on the gates'."""
+    return tf.concat([tf.zeros([2 * units], dtype), tf.ones([units], dtype), tf.zeros([units], dtype)], 0)
+
+
 def _lstm_forward(xg: Any, h0: Any, c0: Any, recurrent: Any) -> tuple:
-    """Forward loop; keeps h, c, sigmoid of all gate inputs and the candidate for the backward pass."""
+    """Forward loop; keeps h, c and the activated gates [i, f, g, o] for the backward pass."""
     n = recurrent.shape[0]
+    k = _candidate_columns(n, xg.dtype)
     xs = tf.TensorArray(xg.dtype, size=_steps(xg)).unstack(xg)
 
-    def body(t: Any, h: Any, c: Any, hs: Any, cs: Any, sigs: Any, cands: Any) -> tuple:
+    def body(t: Any, h: Any, c: Any, hs: Any, cs: Any, acts: Any) -> tuple:
         z = xs.read(t) + tf.matmul(h, recurrent)
-        sig = tf.sigmoid(z)
-        cand = tf.tanh(z[:, 2 * n:3 * n])
-        c = sig[:, n:2 * n] * c + sig[:, :n] * cand
-        h = sig[:, 3 * n:] * tf.tanh(c)
-        return t + 1, h, c, hs.write(t, h), cs.write(t, c), sigs.write(t, sig), cands.write(t, cand)
+        act = (1 + k) * tf.sigmoid((1 + k) * z) - k
+        c = act[:, n:2 * n] * c + act[:, :n] * act[:, 2 * n:3 * n]
+        h = act[:, 3 * n:] * tf.tanh(c)
+        return t + 1, h, c, hs.write(t, h), cs.write(t, c), acts.write(t, act)
 
     loop = tf.while_loop(lambda t, *_: t < _steps(xg), body,
-                         (tf.constant(0), h0, c0, *_arrays(xg.dtype, _steps(xg), 4)))
+                         (tf.constant(0), h0, c0, *_arrays(xg.dtype, _steps(xg), 3)))
     return tuple(array.stack() for array in loop[3:])
 
 
-def _lstm_backward(d_hs: Any, d_c: Any, cs: Any, c0: Any, sig: Any, cand: Any, recurrent: Any) -> tuple:
+def _lstm_backward(d_hs: Any, d_c: Any, cs: Any, c0: Any, acts: Any, recurrent: Any) -> tuple:
     """Reverse loop: the gradients of the gate inputs (time, batch, 4H) and of h0 and c0."""
     n = recurrent.shape[0]
+    k = _candidate_columns(n, cs.dtype)
     steps = _steps(cs)
-    reads = [tf.TensorArray(cs.dtype, size=steps).unstack(a) for a in (d_hs, cs, _with_first(c0, cs), sig, cand)]
-    dh_in, c_now, c_prev, sigs, cands = reads
+    dh_in, c_now, c_prev, act_in = (tf.TensorArray(cs.dtype, size=steps).unstack(a)
+                                    for a in (d_hs, cs, _with_first(c0, cs), acts))
 
     def body(t: Any, dh: Any, dc: Any, dzs: Any) -> tuple:
-        s, g, c = sigs.read(t), cands.read(t), c_now.read(t)
-        i, f, o = s[:, :n], s[:, n:2 * n], s[:, 3 * n:]
+        act, c = act_in.read(t), c_now.read(t)
         dh = dh + dh_in.read(t)
         tc = tf.tanh(c)
-        dc = dc + dh * o * (1 - tc * tc)
-        di, df, do = dc * g, dc * c_prev.read(t), dh * tc
-        dz = tf.concat([di * i * (1 - i), df * f * (1 - f), dc * i * (1 - g * g), do * o * (1 - o)], 1)
-        return t - 1, tf.matmul(dz, recurrent, transpose_b=True), dc * f, dzs.write(t, dz)
+        dc = dc + dh * act[:, 3 * n:] * (1 - tc * tc)
+        d_act = tf.concat([dc * act[:, 2 * n:3 * n], dc * c_prev.read(t), dc * act[:, :n], dh * tc], 1)
+        dz = d_act * (1 - act) * (act + k)
+        return t - 1, tf.matmul(dz, recurrent, transpose_b=True), dc * act[:, n:2 * n], dzs.write(t, dz)
 
     loop = tf.while_loop(lambda t, *_: t >= 0, body,
                          (steps - 1, tf.zeros_like(c0), d_c, tf.TensorArray(cs.dtype, size=steps)))
