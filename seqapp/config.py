@@ -86,8 +86,11 @@ class TrainConfig:
     # of compiling; inputs whose length changes from batch to batch recompile every time.
     jit_compile: bool | None = setting(None, "XLA-compile the training step; null: Keras's choice (off on CPUs); "
                                        "keep it off for inputs of varying length")
-    fast_rnn: bool = setting(True, "train LSTM/GRU/SimpleRNN layers with seqapp's faster CPU loop (seqapp.fastrnn; "
-                             "same weights, stock layers saved); false: Keras's own loop")
+    # seqapp.fastrnn: faster where per-step weight gradients dominate (batch 64: textgen LSTM-256 about 1.5-2x);
+    # slower for the sine models (batch 256, one input feature, last output only): their templates turn it off.
+    fast_rnn: bool = setting(True, "train LSTM/GRU/SimpleRNN layers with seqapp's CPU loop: one input projection, "
+                             "weight gradients as single large products (same weights, stock layers saved); "
+                             "false: Keras's own loop")
 
 
 @dataclass
