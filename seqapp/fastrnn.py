@@ -15,6 +15,8 @@ order, so nothing about the saved model changes: ``model.keras`` holds stock lay
 loads without seqapp. The fast loop is taken only while training (``training=True``); in
 every other case (inference, export, a mask, dropout inside the cell, other activations,
 ``reset_after=False``, mixed precision, a GPU where Keras uses cuDNN) the stock code runs.
+It also asks glibc to keep freed memory (:func:`keep_freed_memory`), for stock and fast
+loops alike. ``train.fast_rnn`` turns it on for a run (:func:`seqapp.training.prepare`).
 """
 
 from __future__ import annotations
