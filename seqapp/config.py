@@ -94,6 +94,11 @@ class TrainConfig:
     mixed_precision: str = setting("none", "compute in 16 bits, keep weights in float32: mixed_float16 (GPUs), "
                                    "mixed_bfloat16 (recent GPUs, TPUs, some CPUs); none: all float32",
                                    choices=("none", "mixed_float16", "mixed_bfloat16"))
+    # seqapp.fastrnn: faster where per-step weight gradients dominate (batch 64: textgen LSTM-256 about 1.5-2x);
+    # slower for the sine models (batch 256, one input feature, last output only): their templates turn it off.
+    fast_rnn: bool = setting(True, "train LSTM/GRU/SimpleRNN layers with seqapp's CPU loop: one input projection, "
+                             "weight gradients as single large products (same weights, stock layers saved); "
+                             "false: Keras's own loop")
 
 
 @dataclass

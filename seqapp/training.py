@@ -187,15 +187,25 @@ def prepare(cfg: Config, plan: Any = None) -> Prepared:
     splits = task.load_data(cfg)
     prep = {"task": cfg.task, **task.fit_preprocessing(cfg, splits)}  # the task: a check against a foreign config
     if plan is None or plan.mode == "none":
-        model = build_model(task, cfg, prep)
+        model = accelerated(build_model(task, cfg, prep), cfg)
         train_ds, val_ds = task.datasets(cfg, prep, splits)
         return Prepared(task, splits, prep, model, train_ds, val_ds, plan)
     with plan.strategy.scope():
-        model = build_model(task, cfg, prep)
+        model = accelerated(build_model(task, cfg, prep), cfg)
     global_batch = cfg.train.batch_size * plan.replicas
     train_ds, val_ds = task.datasets(dataclasses.replace(cfg, train=dataclasses.replace(
         cfg.train, batch_size=global_batch)), prep, splits)
     return Prepared(task, splits, prep, model, train_ds, val_ds, plan)
+
+
+def accelerated(model: Any, cfg: Config) -> Any:
+    """``model`` with ``train.fast_rnn``'s training loop on its recurrent layers, if set
+    (:mod:`seqapp.fastrnn`; the layers stay stock Keras layers, and so does model.keras)."""
+    if cfg.train.fast_rnn:
+        from seqapp import fastrnn
+
+        fastrnn.accelerate(model)
+    return model
 
 
 def build_model(task: Task, cfg: Config, prep: dict) -> Any:
