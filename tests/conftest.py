@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -83,3 +85,24 @@ def hash_tree(folder: Path) -> str:
 def tree_hash() -> Callable[[Path], str]:
     """``tree_hash(folder)``: a digest of a folder, to prove that nothing under it changed."""
     return hash_tree
+
+
+BLOCK_SEQAPP = r'''
+import importlib.abc, sys
+
+class NoSeqapp(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "seqapp":
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return None
+
+sys.meta_path.insert(0, NoSeqapp())
+'''
+
+
+def without_seqapp(script: str, *args: str, cwd: Path, input: str | None = None) -> subprocess.CompletedProcess:
+    """Run a Python script in a fresh, isolated interpreter where seqapp cannot be imported
+    (what a user without seqapp has), with ``args``, ``input`` and ``cwd`` as given."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    return subprocess.run([sys.executable, "-I", "-c", BLOCK_SEQAPP + script, *args], input=input,
+                          capture_output=True, text=True, cwd=cwd, env=env, timeout=300)

@@ -11,13 +11,11 @@ the Python ones on tricky texts, and every refusal is one line, exit 2, nothing 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import without_seqapp
 
 from seqapp import litert, runs
 from seqapp.tasks import REGISTRY, load_config
@@ -37,15 +35,7 @@ CORPUS = "".join(f"ANNA:\nhello there, the boat isn't {word}.\n\nBEN:\n(hello) a
 
 # The fresh process: seqapp is blocked, only TensorFlow loads the exports and answers.
 CHILD = r'''
-import importlib.abc, json, sys
-
-class NoSeqapp(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "seqapp":
-            raise ModuleNotFoundError(f"No module named {name!r}")
-        return None
-
-sys.meta_path.insert(0, NoSeqapp())
+import json, sys
 try:
     import seqapp
     importable = True
@@ -115,9 +105,7 @@ def ask_fresh_process(root: Path, trained: dict, requests: dict[str, list[dict]]
         assert result.exit_code == 0, result.output
     jobs = {name: {"path": str(root / "exports" / name.split(":")[0] / "1"), "requests": asked}
             for name, asked in requests.items()}
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    done = subprocess.run([sys.executable, "-I", "-c", CHILD], input=json.dumps(jobs), capture_output=True,
-                          text=True, cwd=root, env=env, timeout=300)
+    done = without_seqapp(CHILD, input=json.dumps(jobs), cwd=root)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -4,13 +4,11 @@ leaves nothing of itself in a saved model."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import without_seqapp
 
 TOL = 1e-5
 BATCH, STEPS, FEATURES, UNITS = 3, 6, 4, 5
@@ -182,15 +180,7 @@ def tiny_language_model():
 
 
 CHILD = r'''
-import importlib.abc, json, sys
-
-class NoSeqapp(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "seqapp":
-            raise ModuleNotFoundError(f"No module named {name!r}")
-        return None
-
-sys.meta_path.insert(0, NoSeqapp())
+import json, sys
 import numpy as np
 import keras
 
@@ -213,9 +203,7 @@ def test_a_model_trained_fast_saves_stock_layers_that_load_without_seqapp(tmp_pa
     assert fast_calls
     model.save(tmp_path / "x.keras")
     np.save(tmp_path / "x.npy", x)
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    done = subprocess.run([sys.executable, "-I", "-c", CHILD, str(tmp_path / "x.keras"), str(tmp_path / "x.npy")],
-                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    done = without_seqapp(CHILD, str(tmp_path / "x.keras"), str(tmp_path / "x.npy"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     child = json.loads(done.stdout.strip().splitlines()[-1])
     assert not child["seqapp_loaded"]
