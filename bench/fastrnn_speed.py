@@ -30,14 +30,14 @@ def build(data: Path, cell: str, units: int, batch: int, seq_len: int, jit: bool
     """A compiled textgen model and its endless training dataset (``fast``: accelerated)."""
     from bench.textgen_vs_torch import seqapp_config
     from seqapp import fastrnn
-    from seqapp.training import prepare
+    from seqapp.training import prepare, set_jit_compile
 
     cfg = seqapp_config(data, cell, units, batch, seq_len)
     cfg.train.fast_rnn = False  # this benchmark chooses itself
     ready = prepare(cfg)  # seeded: both copies start from the same weights
     if fast:
         fastrnn.accelerate(ready.model)
-    ready.model.jit_compile = jit
+    set_jit_compile(ready.model, jit)  # as training.fit does
     return ready.model, ready.train_ds.repeat()
 
 

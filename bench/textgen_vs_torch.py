@@ -72,14 +72,13 @@ def train_seqapp(data: Path, cell: str, units: int, seconds: float, batch: int, 
     from seqapp.runs import Run
     from seqapp.tasks.textgen import mean_cross_entropy, windows
     from seqapp.text import Tokenizer
-    from seqapp.training import prepare
+    from seqapp.training import prepare, set_jit_compile
 
     cfg = seqapp_config(data, cell, units, batch, seq_len)
     ready = prepare(cfg)
     model, prep = ready.model, ready.preprocessing
     budget = time_budget(seconds)
-    if cfg.train.jit_compile is not None:
-        model.jit_compile = cfg.train.jit_compile  # as training.fit does
+    set_jit_compile(model, cfg.train.jit_compile)  # as training.fit does
     fit_start = time.perf_counter()
     model.fit(ready.train_ds.repeat(), steps_per_epoch=10_000_000, epochs=1, callbacks=[budget], verbose=0,
               shuffle=False)

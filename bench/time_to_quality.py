@@ -47,13 +47,12 @@ def seqapp_curve(data: Path, seconds: float, overrides: list[str]) -> dict:
     from seqapp.tasks import load_config
     from seqapp.tasks.textgen import mean_cross_entropy, windows
     from seqapp.text import Tokenizer
-    from seqapp.training import data_epoch, prepare
+    from seqapp.training import data_epoch, prepare, set_jit_compile
 
     cfg = load_config("textgen", ["data.val_fraction=0.1", "data.test_fraction=0.0", *overrides],
                       {"data.path": str(data)})
     ready = prepare(cfg)
-    if cfg.train.jit_compile is not None:
-        ready.model.jit_compile = cfg.train.jit_compile  # as training.fit does
+    set_jit_compile(ready.model, cfg.train.jit_compile)  # as training.fit does
     val_x, val_y = windows(Tokenizer.from_dict(ready.preprocessing["tokenizer"]).encode_array(ready.splits.val),
                            cfg.data.seq_len, cfg.data.seq_len)
     marks, points = checkpoints(seconds), []

@@ -125,8 +125,7 @@ def fit(model: Any, train_ds: Any, val_ds: Any, cfg: TrainConfig, folder: Path, 
     keeper.epochs_only = plan is not None and plan.mode == "multi_worker"
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
-    if cfg.jit_compile is not None:
-        model.jit_compile = cfg.jit_compile  # Keras warns and stays off where a layer cannot be compiled
+    set_jit_compile(model, cfg.jit_compile, plan)
     guard.deferring = True
     try:
         if state.step and not state.done:  # the interrupted epoch, on the batches it had left
@@ -143,6 +142,37 @@ def fit(model: Any, train_ds: Any, val_ds: Any, cfg: TrainConfig, folder: Path, 
     if cfg.patience > 0 and state.arrays.get("best"):
         model.set_weights(state.arrays["best"])
     return state.history
+
+
+def set_jit_compile(model: Any, jit_compile: bool | None, plan: Any = None) -> None:
+    """``train.jit_compile`` on ``model`` (None: Keras's choice) and, under the default
+    strategy (``plan`` None or ``distribute: none``), :func:`feed_from_python`."""
+    if jit_compile is not None:
+        model.jit_compile = jit_compile  # Keras warns and stays off where a layer cannot be compiled
+    if plan is None or plan.mode == "none":
+        feed_from_python(model)
+
+
+def feed_from_python(model: Any) -> None:
+    """Have ``model.fit`` hand each batch to its XLA-compiled training step from Python.
+
+    Keras's own training function takes the batch from the iterator inside a graph function
+    that then launches the compiled step; on CPU that launch made an LSTM-256 or GRU-256
+    textgen step 25-35% slower than calling the same compiled step directly (230 vs 173 ms
+    and 214 vs 141 ms per batch of 64 x 100 on 2 cores). Here the batch is read eagerly and
+    the step called directly, as ``train_on_batch`` does. Only with ``jit_compile`` on (without
+    XLA the two measure the same) and only under the default strategy (``distribute: none``).
+    """
+    if not model.jit_compile:
+        return
+    import tensorflow as tf
+
+    step = tf.function(model.train_step, jit_compile=True, reduce_retracing=True)
+
+    def train_function(iterator: Any) -> Any:
+        return step(next(iterator))  # StopIteration at the end of a finite epoch, as Keras expects
+
+    model.train_function = train_function
 
 
 def fit_loop(model: Any, train_ds: Any, val_ds: Any, epochs: int, initial_epoch: int, keeper: Any, verbose: int,

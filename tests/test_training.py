@@ -1,0 +1,57 @@
+"""seqapp.training.feed_from_python: fit hands each batch to the compiled step from Python,
+with the same result as Keras's own training function."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+
+def tiny_model(jit: bool):
+    """The tiny textgen run's model and training data, seeded, with the stock recurrent loop."""
+    from seqapp.tasks import REGISTRY, load_config
+    from seqapp.training import prepare
+
+    cfg = load_config("textgen", [*REGISTRY["textgen"].tiny["set"], "train.fast_rnn=false",
+                                  f"train.jit_compile={str(jit).lower()}"], {"train.epochs": 1})
+    ready = prepare(cfg)
+    return ready.model, ready.train_ds
+
+
+def fit_counting(model, dataset) -> int:
+    """One epoch of ``model.fit`` over the finite ``dataset``; how many batches it trained on."""
+    import keras
+
+    seen = []
+    counter = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: seen.append(batch))
+    model.fit(dataset, epochs=1, callbacks=[counter], verbose=0, shuffle=False)
+    return len(seen)
+
+
+def test_fed_fit_trains_every_batch_to_the_weights_keras_fit_gives():
+    from seqapp.training import set_jit_compile
+
+    fed, dataset = tiny_model(jit=True)
+    set_jit_compile(fed, True)
+    assert fed.train_function is not None  # replaced before fit; Keras would build its own
+    fed_batches = fit_counting(fed, dataset)
+
+    stock, dataset = tiny_model(jit=True)
+    stock.jit_compile = True  # Keras's training function: the batch is read inside its graph
+    stock_batches = fit_counting(stock, dataset)
+
+    assert fed_batches == stock_batches == int(dataset.cardinality())
+    for a, b in zip(fed.get_weights(), stock.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert not np.allclose(fed.get_weights()[0], tiny_model(jit=True)[0].get_weights()[0])  # it did train
+
+
+@pytest.mark.parametrize("jit, mode", [(False, None), (True, "mirrored"), (True, "multi_worker")])
+def test_keras_keeps_its_training_function_without_xla_or_under_a_strategy(jit, mode):
+    from seqapp.training import set_jit_compile
+
+    model, _ = tiny_model(jit=jit)
+    set_jit_compile(model, jit, SimpleNamespace(mode=mode) if mode else None)
+    assert model.train_function is None
