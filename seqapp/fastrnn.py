@@ -7,7 +7,9 @@ bias``) before the loop, the loop holds only ``h @ recurrent_kernel`` and the ga
 arithmetic, and a hand-written backward pass (``tf.custom_gradient``) runs the loop in
 reverse for the per-step gate gradients and then forms the weight gradients as single
 large products over all steps (``d recurrent_kernel = H_prev^T dG``; ``d kernel`` and
-``d bias`` follow from the projection's own gradient).
+``d bias`` follow from the projection's own gradient). After an Embedding with few rows
+(a character model's), the projection is made of the embedding table instead and its rows
+looked up (:func:`project_steps`).
 
 :func:`accelerate` swaps each eligible layer's ``inner_loop`` (an attribute of that layer
 instance) for the fast one. The weights are the layer's own variables in Keras's gate
@@ -145,23 +147,53 @@ def run_layer(layer: Any, sequences: Any, initial_state: Any) -> tuple[Any, Any,
     cell = layer.cell
     states = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
     states = [s[0] if isinstance(s, (list, tuple)) else s for s in states]  # GRU may nest its one state
-    x = tf.transpose(tf.convert_to_tensor(sequences), [1, 0, 2])  # time-major
-    if layer.go_backwards:
-        x = tf.reverse(x, [0])
     kernel, recurrent = tf.convert_to_tensor(cell.kernel), tf.convert_to_tensor(cell.recurrent_kernel)
     bias = tf.convert_to_tensor(cell.bias)
+    input_bias = bias[0] if isinstance(layer, keras.layers.GRU) else bias
+    xg = project_steps(sequences, kernel, input_bias, layer.go_backwards)
     if isinstance(layer, keras.layers.LSTM):
-        outputs, c_last = lstm_sequence(project(x, kernel, bias), states[0], states[1], recurrent)
+        outputs, c_last = lstm_sequence(xg, states[0], states[1], recurrent)
         new_states = [outputs[-1], c_last]
     elif isinstance(layer, keras.layers.GRU):
-        outputs = gru_sequence(project(x, kernel, bias[0]), states[0], recurrent, bias[1])
+        outputs = gru_sequence(xg, states[0], recurrent, bias[1])
         new_states = [outputs[-1]]
     else:
-        outputs = simple_sequence(project(x, kernel, bias), states[0], recurrent)
+        outputs = simple_sequence(xg, states[0], recurrent)
         new_states = [outputs[-1]]
     last = outputs[-1]
     batch_major = tf.transpose(outputs, [1, 0, 2]) if layer.return_sequences else last[:, None, :]
     return last, batch_major, new_states
+
+
+def project_steps(sequences: Any, kernel: Any, bias: Any, backwards: bool) -> Any:
+    """``sequences @ kernel + bias`` for all steps, time-major (in loop order): (time, batch, gates).
+
+    When the sequences are rows looked up in a small table (:func:`table_lookup`: an
+    Embedding's output), the table is projected instead and the rows of that looked up:
+    for a character model, 65 rows instead of batch x steps, and the gradient reaches
+    the table through the same product.
+    """
+    lookup = table_lookup(sequences)
+    if lookup is not None:
+        table, ids = lookup
+        ids = tf.transpose(ids)
+        return tf.gather(tf.matmul(table, kernel) + bias, tf.reverse(ids, [0]) if backwards else ids)
+    x = tf.transpose(tf.convert_to_tensor(sequences), [1, 0, 2])
+    return project(tf.reverse(x, [0]) if backwards else x, kernel, bias)
+
+
+def table_lookup(sequences: Any) -> tuple[Any, Any] | None:
+    """``(table, ids)`` when ``sequences`` (in a traced graph) is ``tf.gather(table, ids)`` along
+    the table's rows and the table has at most half as many rows as the lookup has ids (at
+    most 1024 when the ids' shape is not known); None otherwise."""
+    op = getattr(sequences, "op", None)  # an eager tensor has none
+    if op is None or op.type != "GatherV2" or op.get_attr("batch_dims") != 0:
+        return None
+    table, ids, axis = op.inputs
+    if tf.get_static_value(axis) != 0 or table.shape.rank != 2 or ids.shape.rank != 2:
+        return None
+    rows, count = table.shape[0], ids.shape.num_elements()
+    return (table, ids) if rows is not None and rows <= (count // 2 if count else 1024) else None
 
 
 def project(x: Any, kernel: Any, bias: Any) -> Any:

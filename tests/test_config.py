@@ -92,7 +92,7 @@ def test_train_settings_shared_by_all_tasks():
 def test_cosine_schedule_decays_to_two_percent():
     from seqapp.training import optimizer
 
-    constant = optimizer(load_config("textgen").train)
+    constant = optimizer(load_config("textgen", ["train.learning_rate=0.003"]).train)
     assert float(constant.learning_rate) == pytest.approx(0.003)
     cfg = load_config("textgen", ["train.lr_schedule=cosine", "train.epochs=4", "train.learning_rate=0.01"]).train
     schedule = optimizer(cfg, steps_per_epoch=10)._learning_rate  # the schedule object behind the rate

@@ -134,6 +134,42 @@ def test_bidirectional_layers_both_take_the_fast_loop(fast_calls):
     assert_close(got, want)
 
 
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "SimpleRNN"])
+@pytest.mark.parametrize("vocabulary, go_backwards", [(7, False), (7, True), (40, False)])
+def test_after_an_embedding_the_projected_table_gives_the_same_gradients(kind, vocabulary, go_backwards,
+                                                                          monkeypatch, fast_calls):
+    """Embedding -> recurrent layer in a traced step: a table with at most half as many rows as
+    the batch has tokens (7 < 18 / 2) is projected instead of the rows; a larger one (40) is not."""
+    import keras
+    import tensorflow as tf
+
+    from seqapp import fastrnn
+
+    looked_up = []
+    real = fastrnn.table_lookup
+    monkeypatch.setattr(fastrnn, "table_lookup", lambda s: looked_up.append(real(s)) or looked_up[-1])
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((STEPS,), dtype="int32")
+    hidden = keras.layers.Embedding(vocabulary, FEATURES)(inputs)
+    hidden = getattr(keras.layers, kind)(UNITS, return_sequences=True, go_backwards=go_backwards)(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(3)(hidden))
+    ids = tf.constant(np.random.default_rng(5).integers(0, vocabulary, (BATCH, STEPS)), tf.int32)
+
+    @tf.function
+    def run(ids):
+        with tf.GradientTape() as tape:
+            out = model(ids, training=True)
+            loss = tf.reduce_sum(out * tf.reshape(tf.sin(tf.range(tf.size(out), dtype=tf.float32)), tf.shape(out)))
+        return [out, *(tf.convert_to_tensor(g) for g in tape.gradient(loss, model.trainable_variables))]
+
+    want = run(ids)
+    assert fastrnn.accelerate(model) == 1
+    got = tf.function(run.python_function)(ids)
+    assert len(fast_calls) == 1 and len(looked_up) == 1
+    assert (looked_up[0] is not None) == (vocabulary * 2 <= BATCH * STEPS)
+    assert_close(got, want)
+
+
 @pytest.mark.parametrize("options", [{"recurrent_dropout": 0.2}, {"activation": "relu"}, {"use_bias": False},
                                      {"reset_after": False}])
 def test_layers_the_fast_loop_does_not_cover_keep_their_own(options):

@@ -55,3 +55,29 @@ def test_keras_keeps_its_training_function_without_xla_or_under_a_strategy(jit, 
     model, _ = tiny_model(jit=jit)
     set_jit_compile(model, jit, SimpleNamespace(mode=mode) if mode else None)
     assert model.train_function is None
+
+
+def test_an_embedding_row_looked_up_many_times_takes_one_adam_step():
+    """Keras's Adam moves a row looked up n times by about sqrt(n) x lr; seqapp's optimizer
+    sums the repeats first, so every row moves by the learning rate in Adam's first step."""
+    import keras
+    import tensorflow as tf
+
+    from seqapp.config import TrainConfig
+    from seqapp.training import optimizer
+
+    def first_step(adam):
+        keras.utils.set_random_seed(0)
+        embedding = keras.layers.Embedding(5, 3)
+        embedding.build((None,))
+        before = embedding.embeddings.numpy().copy()
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(embedding(tf.constant([0] * 8 + [1, 2])) * tf.constant([[1.0, 2.0, 3.0]]))
+        adam.apply(tape.gradient(loss, embedding.trainable_variables), embedding.trainable_variables)
+        return np.abs(embedding.embeddings.numpy() - before)
+
+    lr = 0.01
+    moved = first_step(optimizer(TrainConfig(learning_rate=lr, clipnorm=0)))
+    np.testing.assert_allclose(moved[:3], lr, rtol=1e-3)  # rows 0 (8 lookups), 1 and 2 (one each)
+    assert np.all(moved[3:] == 0)
+    assert first_step(keras.optimizers.Adam(learning_rate=lr))[0].max() > 2 * lr  # what it corrects
