@@ -150,36 +150,38 @@ def run_layer(layer: Any, sequences: Any, initial_state: Any) -> tuple[Any, Any,
     kernel, recurrent = tf.convert_to_tensor(cell.kernel), tf.convert_to_tensor(cell.recurrent_kernel)
     bias = tf.convert_to_tensor(cell.bias)
     input_bias = bias[0] if isinstance(layer, keras.layers.GRU) else bias
-    xg = project_steps(sequences, kernel, input_bias, layer.go_backwards)
+    xg, ids = project_steps(sequences, kernel, input_bias, layer.go_backwards)
     if isinstance(layer, keras.layers.LSTM):
-        outputs, c_last = lstm_sequence(xg, states[0], states[1], recurrent)
+        outputs, c_last = lstm_sequence(xg, states[0], states[1], recurrent, ids)
         new_states = [outputs[-1], c_last]
     elif isinstance(layer, keras.layers.GRU):
-        outputs = gru_sequence(xg, states[0], recurrent, bias[1])
+        outputs = gru_sequence(xg, states[0], recurrent, bias[1], ids)
         new_states = [outputs[-1]]
     else:
-        outputs = simple_sequence(xg, states[0], recurrent)
+        outputs = simple_sequence(xg, states[0], recurrent, ids)
         new_states = [outputs[-1]]
     last = outputs[-1]
     batch_major = tf.transpose(outputs, [1, 0, 2]) if layer.return_sequences else last[:, None, :]
     return last, batch_major, new_states
 
 
-def project_steps(sequences: Any, kernel: Any, bias: Any, backwards: bool) -> Any:
-    """``sequences @ kernel + bias`` for all steps, time-major (in loop order): (time, batch, gates).
+def project_steps(sequences: Any, kernel: Any, bias: Any, backwards: bool) -> tuple[Any, Any]:
+    """``(xg, None)``: ``sequences @ kernel + bias`` for all steps, time-major in loop order
+    (time, batch, gates); or ``(projected table, ids)`` (ids: time, batch, in loop order).
 
-    When the sequences are rows looked up in a small table (:func:`table_lookup`: an
-    Embedding's output), the table is projected instead and the rows of that looked up:
-    for a character model, 65 rows instead of batch x steps, and the gradient reaches
+    The second when the sequences are rows looked up in a small table (:func:`table_lookup`:
+    an Embedding's output): the table is projected instead (for a character model, 65 rows
+    instead of batch x steps) and each step of the loop looks up its rows of the projected
+    table, so the (time, batch, gates) inputs are never written out; the gradient reaches
     the table through the same product.
     """
     lookup = table_lookup(sequences)
     if lookup is not None:
         table, ids = lookup
         ids = tf.transpose(ids)
-        return tf.gather(tf.matmul(table, kernel) + bias, tf.reverse(ids, [0]) if backwards else ids)
+        return tf.matmul(table, kernel) + bias, tf.reverse(ids, [0]) if backwards else ids
     x = tf.transpose(tf.convert_to_tensor(sequences), [1, 0, 2])
-    return project(tf.reverse(x, [0]) if backwards else x, kernel, bias)
+    return project(tf.reverse(x, [0]) if backwards else x, kernel, bias), None
 
 
 def table_lookup(sequences: Any) -> tuple[Any, Any] | None:
@@ -210,6 +212,28 @@ def _steps(x: Any) -> Any:
     return tf.shape(x)[0]
 
 
+def step_inputs(xg: Any, ids: Any) -> Any:
+    """``t -> `` the projected inputs of step t (batch, gates): a slice of ``xg``, or with ``ids``
+    the rows of the projected table ``xg`` that step t looks up (see :func:`project_steps`)."""
+    if ids is None:
+        return tf.TensorArray(xg.dtype, size=_steps(xg)).unstack(xg).read
+    return lambda t: tf.gather(xg, ids[t])
+
+
+def input_gradient(d_steps: Any, xg: Any, ids: Any) -> Any:
+    """The gradient of ``xg`` from that of every step's inputs, ``d_steps`` (time, batch, gates):
+    itself, or with ``ids`` summed into the rows of the projected table."""
+    if ids is None:
+        return d_steps
+    flat = tf.reshape(d_steps, [-1, d_steps.shape[-1]])
+    return tf.math.unsorted_segment_sum(flat, tf.reshape(ids, [-1]), tf.shape(xg)[0])
+
+
+def _count(xg: Any, ids: Any) -> Any:
+    """The number of steps."""
+    return _steps(xg if ids is None else ids)
+
+
 def _arrays(dtype: Any, size: Any, count: int) -> list:
     return [tf.TensorArray(dtype, size=size) for _ in range(count)]
 
@@ -234,17 +258,18 @@ def _zeros_if_none(grad: Any, like: Any) -> Any:
 # (1 - act) (act + m - 1): one fused pass each way instead of one per gate.
 
 
-def lstm_sequence(xg: Any, h0: Any, c0: Any, recurrent: Any) -> tuple[Any, Any]:
-    """The LSTM over projected inputs ``xg`` (time, batch, 4H): all outputs h and the last c."""
+def lstm_sequence(xg: Any, h0: Any, c0: Any, recurrent: Any, ids: Any = None) -> tuple[Any, Any]:
+    """The LSTM over projected inputs ``xg`` (time, batch, 4H; or a table with ``ids``, see
+    :func:`project_steps`): all outputs h and the last c."""
 
     @tf.custom_gradient
     def run(xg: Any, h0: Any, c0: Any, recurrent: Any) -> Any:
-        hs, cs, acts = _lstm_forward(xg, h0, c0, recurrent)
+        hs, cs, acts = _lstm_forward(step_inputs(xg, ids), _count(xg, ids), h0, c0, recurrent)
 
         def grad(d_hs: Any, d_c: Any) -> tuple:
             d_hs, d_c = _zeros_if_none(d_hs, hs), _zeros_if_none(d_c, c0)
             dz, dh0, dc0 = _lstm_backward(d_hs, d_c, cs, c0, acts, recurrent)
-            return dz, dh0, dc0, _flat_product(_with_first(h0, hs), dz)
+            return input_gradient(dz, xg, ids), dh0, dc0, _flat_product(_with_first(h0, hs), dz)
 
         return (hs, cs[-1]), grad
 
@@ -256,21 +281,20 @@ def _candidate_columns(units: int, dtype: Any) -> Any:
     return tf.concat([tf.zeros([2 * units], dtype), tf.ones([units], dtype), tf.zeros([units], dtype)], 0)
 
 
-def _lstm_forward(xg: Any, h0: Any, c0: Any, recurrent: Any) -> tuple:
-    """Forward loop; keeps h, c and the activated gates [i, f, g, o] for the backward pass."""
+def _lstm_forward(inputs: Any, steps: Any, h0: Any, c0: Any, recurrent: Any) -> tuple:
+    """Forward loop over ``steps`` (``inputs(t)``: step t's projected inputs); keeps h, c and the
+    activated gates [i, f, g, o] for the backward pass."""
     n = recurrent.shape[0]
-    k = _candidate_columns(n, xg.dtype)
-    xs = tf.TensorArray(xg.dtype, size=_steps(xg)).unstack(xg)
+    k = _candidate_columns(n, h0.dtype)
 
     def body(t: Any, h: Any, c: Any, hs: Any, cs: Any, acts: Any) -> tuple:
-        z = xs.read(t) + tf.matmul(h, recurrent)
+        z = inputs(t) + tf.matmul(h, recurrent)
         act = (1 + k) * tf.sigmoid((1 + k) * z) - k
         c = act[:, n:2 * n] * c + act[:, :n] * act[:, 2 * n:3 * n]
         h = act[:, 3 * n:] * tf.tanh(c)
         return t + 1, h, c, hs.write(t, h), cs.write(t, c), acts.write(t, act)
 
-    loop = tf.while_loop(lambda t, *_: t < _steps(xg), body,
-                         (tf.constant(0), h0, c0, *_arrays(xg.dtype, _steps(xg), 3)))
+    loop = tf.while_loop(lambda t, *_: t < steps, body, (tf.constant(0), h0, c0, *_arrays(h0.dtype, steps, 3)))
     return tuple(array.stack() for array in loop[3:])
 
 
@@ -299,30 +323,32 @@ def _lstm_backward(d_hs: Any, d_c: Any, cs: Any, c0: Any, acts: Any, recurrent: 
 # GRU with reset_after=True, Keras gate order z (update), r (reset), h (candidate).
 
 
-def gru_sequence(xg: Any, h0: Any, recurrent: Any, recurrent_bias: Any) -> Any:
-    """The GRU over projected inputs ``xg`` (time, batch, 3H, input bias included): all outputs h."""
+def gru_sequence(xg: Any, h0: Any, recurrent: Any, recurrent_bias: Any, ids: Any = None) -> Any:
+    """The GRU over projected inputs ``xg`` (time, batch, 3H, input bias included; or a table
+    with ``ids``, see :func:`project_steps`): all outputs h."""
 
     @tf.custom_gradient
     def run(xg: Any, h0: Any, recurrent: Any, recurrent_bias: Any) -> Any:
-        hs, zr, cand, rh = _gru_forward(xg, h0, recurrent, recurrent_bias)
+        hs, zr, cand, rh = _gru_forward(step_inputs(xg, ids), _count(xg, ids), h0, recurrent, recurrent_bias)
 
         def grad(d_hs: Any) -> tuple:
             d_xg, d_rec, dh0 = _gru_backward(_zeros_if_none(d_hs, hs), _with_first(h0, hs), zr, cand, rh,
                                              recurrent)
-            return d_xg, dh0, _flat_product(_with_first(h0, hs), d_rec), tf.reduce_sum(d_rec, [0, 1])
+            return (input_gradient(d_xg, xg, ids), dh0, _flat_product(_with_first(h0, hs), d_rec),
+                    tf.reduce_sum(d_rec, [0, 1]))
 
         return hs, grad
 
     return run(xg, h0, recurrent, recurrent_bias)
 
 
-def _gru_forward(xg: Any, h0: Any, recurrent: Any, recurrent_bias: Any) -> tuple:
-    """Forward loop; keeps h, the z and r gates, the candidate and h @ U_h + b_h for the backward pass."""
+def _gru_forward(inputs: Any, steps: Any, h0: Any, recurrent: Any, recurrent_bias: Any) -> tuple:
+    """Forward loop over ``steps`` (``inputs(t)``: step t's projected inputs); keeps h, the z and
+    r gates, the candidate and h @ U_h + b_h for the backward pass."""
     n = recurrent.shape[0]
-    xs = tf.TensorArray(xg.dtype, size=_steps(xg)).unstack(xg)
 
     def body(t: Any, h: Any, hs: Any, zrs: Any, cands: Any, rhs: Any) -> tuple:
-        x = xs.read(t)
+        x = inputs(t)
         rec = tf.matmul(h, recurrent) + recurrent_bias
         zr = tf.sigmoid(x[:, :2 * n] + rec[:, :2 * n])
         rh = rec[:, 2 * n:]
@@ -330,8 +356,7 @@ def _gru_forward(xg: Any, h0: Any, recurrent: Any, recurrent_bias: Any) -> tuple
         h = cand + zr[:, :n] * (h - cand)
         return t + 1, h, hs.write(t, h), zrs.write(t, zr), cands.write(t, cand), rhs.write(t, rh)
 
-    loop = tf.while_loop(lambda t, *_: t < _steps(xg), body,
-                         (tf.constant(0), h0, *_arrays(xg.dtype, _steps(xg), 4)))
+    loop = tf.while_loop(lambda t, *_: t < steps, body, (tf.constant(0), h0, *_arrays(h0.dtype, steps, 4)))
     return tuple(array.stack() for array in loop[2:])
 
 
@@ -360,23 +385,24 @@ def _gru_backward(d_hs: Any, h_prev: Any, zr: Any, cand: Any, rh: Any, recurrent
 # SimpleRNN with tanh.
 
 
-def simple_sequence(xg: Any, h0: Any, recurrent: Any) -> Any:
-    """The SimpleRNN over projected inputs ``xg`` (time, batch, H): all outputs h."""
+def simple_sequence(xg: Any, h0: Any, recurrent: Any, ids: Any = None) -> Any:
+    """The SimpleRNN over projected inputs ``xg`` (time, batch, H; or a table with ``ids``, see
+    :func:`project_steps`): all outputs h."""
 
     @tf.custom_gradient
     def run(xg: Any, h0: Any, recurrent: Any) -> Any:
-        xs = tf.TensorArray(xg.dtype, size=_steps(xg)).unstack(xg)
+        inputs, steps = step_inputs(xg, ids), _count(xg, ids)
 
         def body(t: Any, h: Any, hs: Any) -> tuple:
-            h = tf.tanh(xs.read(t) + tf.matmul(h, recurrent))
+            h = tf.tanh(inputs(t) + tf.matmul(h, recurrent))
             return t + 1, h, hs.write(t, h)
 
-        hs = tf.while_loop(lambda t, *_: t < _steps(xg), body,
-                           (tf.constant(0), h0, tf.TensorArray(xg.dtype, size=_steps(xg))))[2].stack()
+        hs = tf.while_loop(lambda t, *_: t < steps, body,
+                           (tf.constant(0), h0, tf.TensorArray(h0.dtype, size=steps)))[2].stack()
 
         def grad(d_hs: Any) -> tuple:
             da, dh0 = _simple_backward(_zeros_if_none(d_hs, hs), hs, recurrent)
-            return da, dh0, _flat_product(_with_first(h0, hs), da)
+            return input_gradient(da, xg, ids), dh0, _flat_product(_with_first(h0, hs), da)
 
         return hs, grad
 
