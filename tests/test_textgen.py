@@ -163,8 +163,9 @@ def test_tiny_shakespeare_three_epochs_beats_unigram_and_writes_play_text(shared
     test, baseline = run.metrics["test"]["loss"], run.metrics["baseline_unigram"]["test"]["loss"]
     print(f"test loss {test:.3f} nats/char vs unigram {baseline:.3f}")
     assert test < baseline - 1.0
-    sample = generate_texts(run, "ROMEO:", length=400, temperature=0.8, top_k=20, random_seed=0)[0]
-    assert re.search(r"\n[A-Z][A-Za-z ]+:\n", sample), sample  # a speaker name on its own line
+    samples = generate_texts(run, "ROMEO:", length=400, temperature=0.8, top_k=20, random_seed=0, num_samples=4)
+    speakers = [re.search(r"\n[A-Z][A-Za-z ]+:\n", sample) for sample in samples]  # a name on its own line
+    assert sum(found is not None for found in speakers) >= 2, samples  # 400 characters may all be one speech
 
 
 def test_default_seed_is_a_line_break_or_the_most_frequent_token():
