@@ -175,3 +175,13 @@ def test_default_seed_is_a_line_break_or_the_most_frequent_token():
     assert default_seed(lines, np.bincount(lines.encode_array("ab\nb"), minlength=lines.vocab_size)) == "\n"
     flat = Tokenizer("char").fit(["abbbc"])
     assert default_seed(flat, np.bincount(flat.encode_array("abbbc"), minlength=flat.vocab_size)) == "b"
+
+
+def test_the_embedding_starts_from_unit_normal_vectors():
+    """Keras's default (uniform +-0.05) would feed the recurrent layer near-zero inputs at first."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    weights = language_model(200, load_config("textgen").model).get_layer("embedding").get_weights()[0]
+    assert weights.shape == (200, 64)
+    assert abs(weights.mean()) < 0.05 and 0.9 < weights.std() < 1.1
