@@ -128,12 +128,14 @@ class SignalGuard:
 
     Inside ``fit`` (``deferring``) the first signal asks for a stop at the end of the
     current batch, where the state is saved; a second one, or one at any other moment,
-    stops at once with :class:`Interrupted`.
+    stops at once with :class:`Interrupted`. With ``epochs_only`` (several workers) the state
+    is saved at epoch ends only, and the first signal's note says so.
     """
 
     def __init__(self) -> None:
         self.pending: int | None = None
         self.deferring = False
+        self.epochs_only = False
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> SignalGuard:
@@ -149,9 +151,16 @@ class SignalGuard:
     def _handle(self, signum: int, frame: Any) -> None:
         if self.deferring and self.pending is None:
             self.pending = signum
-            log.info("stopping after this batch to save the training state (press Ctrl-C again to stop at once)")
+            log.info(self.note())
             return
         raise Interrupted(signum)
+
+    def note(self) -> str:
+        """What the first signal inside ``fit`` does, in one line."""
+        if self.epochs_only:
+            return ("stopping after this batch; with several workers the training state is saved at epoch ends "
+                    "only, so a resume starts from the last finished epoch (press Ctrl-C again to stop at once)")
+        return "stopping after this batch to save the training state (press Ctrl-C again to stop at once)"
 
 
 class Checkpointer(keras.callbacks.Callback):

@@ -145,7 +145,7 @@ def fit(model: Any, train_ds: Any, val_ds: Any, cfg: TrainConfig, folder: Path, 
     guard = guard or checkpoint.SignalGuard()
     monitor = "val_loss" if val_ds is not None else "loss"
     keeper = checkpoint.Checkpointer(folder, cfg, monitor, state, guard, data_epoch())
-    keeper.epochs_only = plan is not None and plan.mode == "multi_worker"
+    keeper.epochs_only = guard.epochs_only = plan is not None and plan.mode == "multi_worker"
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     set_jit_compile(model, cfg.jit_compile, plan)

@@ -195,3 +195,19 @@ def test_a_full_disk_gives_one_line_and_keeps_the_draft_resumable(tmp_path, corp
     uninterrupted = seqapp(*train_args("textgen", [], out="again"), "--data", corpus, cwd=tmp_path)
     assert uninterrupted.returncode == 0, uninterrupted.stderr
     same_runs(only_run(tmp_path / "again", "textgen"), only_run(tmp_path / "runs", "textgen"))
+
+
+@pytest.mark.parametrize("epochs_only, says", [(False, "stopping after this batch to save the training state"),
+                                               (True, "saved at epoch ends only")])
+def test_the_first_signal_says_where_the_state_will_be_saved(caplog, epochs_only, says):
+    import logging
+    import signal
+
+    guard = checkpoint.SignalGuard()
+    guard.deferring, guard.epochs_only = True, epochs_only
+    with caplog.at_level(logging.INFO, logger="seqapp"):
+        guard._handle(signal.SIGINT, None)
+    assert guard.pending == signal.SIGINT and says in caplog.text
+    assert ("epoch ends" in caplog.text) == epochs_only
+    with pytest.raises(drafts.Interrupted):  # a second signal stops at once
+        guard._handle(signal.SIGINT, None)
