@@ -159,6 +159,8 @@ class Service:
     def predict_outputs(self, inputs: list[str], options: dict) -> list:
         """``task.predict`` as records (one per output line), on the worker thread."""
         extra: dict[str, Any] = {"json": True} if self.json_output else {}
+        if self.task.generates:  # each input is a seed: as long as a /generate without a length
+            extra["length"] = min(GENERATE_LENGTH, self.limits.max_tokens)
         if self.engine == "litert":
             extra["engine"] = "litert"
         lines = list(self.task.predict(self.run, inputs, **options, **extra))

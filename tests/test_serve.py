@@ -168,6 +168,16 @@ def test_translate_predict_equals_the_cli(translate_run):
         assert status == 400 and body["error"].startswith("beam 0 must be at least 1")
 
 
+def test_textgen_predict_continues_each_seed_within_max_tokens(textgen_server, textgen_run):
+    seeds = ["hello", "to be"]  # the server takes at most 100 tokens (--max-tokens 100), not the usual 300
+    status, body = textgen_server.json("/predict", {"inputs": seeds, "options": {"random_seed": 3}})
+    assert status == 200 and len(body["outputs"]) == 2
+    expected = cli_lines("generate", "--run", str(textgen_run), "--seed", "hello", "--length", "100",
+                         "--random-seed", "3")
+    assert body["outputs"][0]["text"].splitlines() == expected
+    assert all(len(output["text"]) == len(seed) + 100 for seed, output in zip(seeds, body["outputs"]))
+
+
 def test_generate_streams_the_cli_text(textgen_server, textgen_run):
     options = {"length": 100, "temperature": 0.8, "random_seed": 3}  # over the 64 pieces one chunk holds at most
     expected = cli_lines("generate", "--run", str(textgen_run), "--seed", "hello", "--length", "100",

@@ -106,7 +106,9 @@ class Task:
         calls this before TensorFlow starts, so a wrong command answers at once."""
 
     def predict(self, run: Run, inputs: list[str], **opts: Any) -> Iterable[str]:
-        """Lines of output for ``seqapp predict`` (after :meth:`check_inputs`)."""
+        """Lines of output for ``seqapp predict`` (after :meth:`check_inputs`). A task that
+        generates continues each input as a seed and takes :meth:`generate`'s ``length``
+        (``seqapp serve`` passes it, within ``--max-tokens``)."""
         raise NotImplementedError
 
     def generate(self, run: Run, seed: str, **opts: Any) -> Iterator[list[str]]:
