@@ -1,4 +1,12 @@
-"""Shared fixtures; slow tests run only with --runslow (CI runs them in a second job)."""
+"""Shared fixtures and the test markers.
+
+The default run (``python -m pytest -q``) is the fast suite. Two markers keep the rest out of
+it, each run by ``.ci/run`` as a step of its own:
+
+- ``process``: tests that start processes, servers or several workers, or kill trainings
+  (``python -m pytest -q -m process --runprocess``);
+- ``slow``: real data sets and many epochs (``python -m pytest -q -m slow --runslow``).
+"""
 
 from __future__ import annotations
 
@@ -19,15 +27,18 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
+    parser.addoption("--runprocess", action="store_true",
+                     help="also run tests marked process (processes, servers, workers, killed trainings)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
-    if config.getoption("--runslow"):
-        return
-    skip = pytest.mark.skip(reason="slow: run with --runslow")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+    for marker, option in (("slow", "--runslow"), ("process", "--runprocess")):
+        if config.getoption(option):
+            continue
+        skip = pytest.mark.skip(reason=f"{marker}: run with {option}")
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session", autouse=True)
