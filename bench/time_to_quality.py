@@ -47,7 +47,8 @@ def seqapp_curve(data: Path, seconds: float, overrides: list[str]) -> dict:
     from seqapp.tasks import load_config
     from seqapp.tasks.textgen import mean_cross_entropy, windows
     from seqapp.text import Tokenizer
-    from seqapp.training import data_epoch, prepare, set_jit_compile
+    from seqapp.pipeline import data_epoch
+    from seqapp.training import prepare, set_jit_compile
 
     cfg = load_config("textgen", ["data.val_fraction=0.1", "data.test_fraction=0.0", *overrides],
                       {"data.path": str(data)})

@@ -8,7 +8,7 @@ rewritten at the end of every epoch (every ``train.checkpoint_every`` batches to
 set) and when Ctrl-C or SIGTERM stops the training, through a temporary file and an atomic
 rename: a kill at any instant leaves the previous state or the new one, never half of one.
 
-With the data order a function of the seed and the epoch (:func:`seqapp.training.shuffled`),
+With the data order a function of the seed and the epoch (:func:`seqapp.pipeline.shuffled`),
 a training resumed from this state ends with the same weights, bit for bit, as one that
 never stopped.
 """
@@ -214,8 +214,11 @@ class Checkpointer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = {key: float(value) for key, value in (logs or {}).items()}
+        logs["learning_rate"] = float(self.model.optimizer.learning_rate)  # a schedule's value after this epoch
+        done = max((len(values) for values in self.state.history.values()), default=0)
         for key, value in logs.items():
-            self.state.history.setdefault(key, []).append(value)
+            # a column new to a resumed training (one begun by an older seqapp) is empty before it
+            self.state.history.setdefault(key, [None] * done).append(value)
         stop = self.early_stop(epoch, logs.get(self.monitor))
         self.state.done = stop or epoch + 1 >= self.cfg.epochs
         write_history(self.folder / "history.csv", self.state.history)
@@ -245,11 +248,16 @@ class Checkpointer(keras.callbacks.Callback):
 
 
 def write_history(path: Path, history: dict) -> None:
-    """history.csv: one row per epoch, ``epoch`` then the logged values (as Keras's CSVLogger)."""
+    """history.csv: one row per epoch, ``epoch`` then the logged values (as Keras's CSVLogger), among
+    them ``learning_rate``, the rate at the epoch's end; a value not logged that epoch is left empty."""
     keys = sorted(history)
     rows = [",".join(["epoch", *keys])]
     epochs = max((len(values) for values in history.values()), default=0)
-    rows += [",".join([str(i), *(repr(history[key][i]) for key in keys)]) for i in range(epochs)]
+
+    def cell(values: list, i: int) -> str:
+        return repr(values[i]) if i < len(values) and values[i] is not None else ""
+
+    rows += [",".join([str(i), *(cell(history[key], i) for key in keys)]) for i in range(epochs)]
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text("\n".join(rows) + "\n", encoding="utf-8")
     os.replace(tmp, path)

@@ -18,9 +18,10 @@ from typing import Annotated, Any
 
 import typer
 
-from seqapp import __version__, backend, drafts, exporting, launch, listing, runs, serve
+from seqapp import __version__, backend, drafts, exporting, files, launch, listing, runs, serve
+from seqapp.engines import start_engine
 from seqapp.errors import SeqappError
-from seqapp.tasks import REGISTRY, get_task
+from seqapp.tasks import REGISTRY, find_run, get_task
 
 app = typer.Typer(
     help="Train and use recurrent neural networks (SimpleRNN, LSTM, GRU) on sequence data.",
@@ -160,7 +161,7 @@ def new_training(task: str | None, data: Path | None, epochs: int | None, out: P
     if task is None:
         raise SeqappError("no task given; name a task or template to train (see 'seqapp tasks'), or continue an "
                           "interrupted training with --resume")
-    runs.check_name(name)
+    files.check_name(name)
     values: dict[str, Any] = {}
     if epochs is not None:
         values["train.epochs"] = epochs
@@ -217,7 +218,7 @@ def generate(
 
     sampling.check_options(temperature, top_k, top_p)
     sampling.check_counts(length, num_samples)
-    run = runs.find(run_dir, out, [name for name, cls in REGISTRY.items() if cls.generates])
+    run = find_run(run_dir, out, [name for name, cls in REGISTRY.items() if cls.generates])
     task = get_task(run.task)()
     options = {"length": length, "temperature": temperature, "top_k": top_k, "top_p": top_p,
                "random_seed": random_seed, "engine": start_engine(task, run, engine)}
@@ -243,14 +244,14 @@ def evaluate(
     as_json: JsonOption = False,
 ) -> None:
     """Metrics of a run on its held-out data, beside a naive baseline."""
-    run = runs.find(run_dir, out)
+    run = find_run(run_dir, out)
     backend.start()
     task = get_task(run.task)()
     run.model  # noqa: B018 (a damaged model file is one error line, before any progress line)
     typer.echo(f"evaluating {run.path}", err=True)
     metrics = task.evaluate(run, task.load_data(run.config))
     if as_json:
-        typer.echo(json.dumps(runs.finite({"run": str(run.path), "task": run.task, "metrics": metrics}), indent=2))
+        typer.echo(json.dumps(files.finite({"run": str(run.path), "task": run.task, "metrics": metrics}), indent=2))
         return
     typer.echo(f"{run.task} run {run.path.name}")
     for line in task.format_metrics(metrics):
@@ -270,7 +271,7 @@ def predict(
 ) -> None:
     """Use the latest run (or --run) on new inputs and print the results."""
     texts = read_inputs(inputs or [], file)
-    run = runs.find(run_dir, out)
+    run = find_run(run_dir, out)
     task = get_task(run.task)()
     given = {key: value for key, value in task_options.items() if value is not None and value is not False}
     supported = {option.name for option in task.predict_options}
@@ -296,14 +297,34 @@ def predict(
         typer.echo(line)
 
 
-def start_engine(task: Any, run: runs.Run, requested: str) -> str:
-    """The engine a command runs ``run`` on; TensorFlow is started only when it is ``tf``."""
-    if requested not in ("auto", "litert", "tf"):
-        raise SeqappError(f"--engine {requested!r} is not known; use auto, litert or tf")
-    engine = task.engine(run, requested)
-    if engine == "tf":
-        backend.start()
-    return engine
+def export(
+    to: Annotated[Path, typer.Option(
+        "--to", show_default=False,
+        help="Folder to export into, e.g. a TensorFlow Serving model base path: the model is written to "
+             "TO/NAME/VERSION/ with a README.md in TO/NAME/. (Not --out: --out is the folder of runs, "
+             "as in every command.)")],
+    run_dir: Annotated[Path | None, typer.Option("--run", help="A run folder; default: the latest run.")] = None,
+    out: OutOption = RUNS_ROOT,
+    fmt: Annotated[str, typer.Option(
+        "--format", help="saved_model: TensorFlow SavedModel taking raw inputs (preprocessing in the graph); "
+                         "litert: a .tflite taking token ids or normalised values, with its vocabulary "
+                         "JSON beside it.")] = "saved_model",
+    name: Annotated[str | None, typer.Option(
+        "--name", help="Model name, the folder under TO (default: the run's task).")] = None,
+    version: Annotated[int, typer.Option(
+        "--version", help="Version folder under TO/NAME; an existing one is never overwritten.")] = 1,
+) -> None:
+    """Export a run as a model with its preprocessing inside (TensorFlow Serving layout)."""
+    exporting.check_options(fmt, name, version)
+    run = find_run(run_dir, out)
+    serving = exporting.check_serving(get_task(run.task)().serving_module(run), run.task, fmt)
+    target = Path(to) / (name or run.task) / str(version)
+    exporting.check_target(target, version)
+    backend.start()
+    run.model  # noqa: B018 (a damaged model file is one error line, before anything is written)
+    exporting.export(serving, fmt, target)
+    typer.echo(f"exported {run.path} ({run.task}, {fmt}) to {target}")
+    typer.echo(f"see {target.parent / 'README.md'}")
 
 
 def task_option_parameters() -> list[inspect.Parameter]:
@@ -343,7 +364,7 @@ def with_task_options(command: Callable) -> Callable:
 
 
 app.command("predict")(with_task_options(handle_errors(predict)))
-app.command("export")(handle_errors(exporting.command))
+app.command("export")(handle_errors(export))
 app.command("serve")(handle_errors(serve.command))
 app.command("launch")(handle_errors(launch.launch))
 
@@ -396,7 +417,7 @@ def list_runs(
         return remove_drafts(out)
     rows = listing.draft_rows(out, task) if show_drafts else listing.run_rows(out, task)
     if as_json:
-        typer.echo(json.dumps(runs.finite(rows), indent=2, allow_nan=False))
+        typer.echo(json.dumps(files.finite(rows), indent=2, allow_nan=False))
         return
     if not rows:
         what = "interrupted trainings" if show_drafts else "runs"

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from seqapp import __version__, runs
+from seqapp import __version__, files
 from seqapp import config as config_mod
 from seqapp.config import Config
 from seqapp.errors import SeqappError
@@ -74,7 +74,7 @@ class Draft:
 
 def start(out: Path, cfg: Config, name: str | None) -> Draft:
     """A new, locked draft for a training of ``cfg``, its config and name saved."""
-    runs.check_name(name)
+    files.check_name(name)
     task_dir = task_folder(out, cfg.task)
     path = task_dir / f"{PREFIX}{time.strftime('%Y%m%d-%H%M%S')}{f'-{name}' if name else ''}-{os.getpid()}"
     try:
@@ -84,7 +84,7 @@ def start(out: Path, cfg: Config, name: str | None) -> Draft:
                           "choose a writable folder with --out") from None
     draft = Draft(path=path, name=name)
     draft.lock()
-    runs.write_json(path / INFO_FILE, {"name": name, "task": cfg.task, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    files.write_json(path / INFO_FILE, {"name": name, "task": cfg.task, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                                        "seqapp": __version__})
     config_mod.save(cfg, path / "config.yaml")
     return draft
@@ -163,7 +163,7 @@ def publish(draft: Draft) -> Path:
     (draft.path / STATE_FILE).unlink(missing_ok=True)
     for leftover in (INFO_FILE, ".lock"):
         (draft.path / leftover).unlink(missing_ok=True)
-    draft.final = runs.unique_name(draft.path.parent, draft.name)
+    draft.final = files.unique_name(draft.path.parent, draft.name)
     os.replace(draft.path, draft.final)
     return draft.final
 

@@ -14,8 +14,9 @@ puts all of that inside one graph, so the model takes raw inputs and returns fin
   token ids or normalised values, and the JSON files beside it say how to make them.
 
 What to export is the task's business (:meth:`seqapp.tasks.base.Task.serving_module`, one
-``seqapp/tasks/<task>_serving.py`` per task); the folder layout, the refusals, writing
-through a staging folder renamed into place, and the README are this module's.
+``seqapp/tasks/<task>_serving.py`` per task, a :class:`seqapp.serving.Serving`); the folder
+layout, the refusals, writing through a staging folder renamed into place, and the README
+are this module's. The command itself (finding the run and its task) is in :mod:`seqapp.cli`.
 """
 
 from __future__ import annotations
@@ -27,143 +28,39 @@ import shlex
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
-import typer
-
-from seqapp import backend, runs
+from seqapp import files
 from seqapp.errors import SeqappError
-from seqapp.tasks import get_task
 
 if TYPE_CHECKING:
-    from seqapp.runs import Run
+    from seqapp.serving import LiteRTGraph, Serving, Tensor
 
 FORMATS = ("saved_model", "litert")
-RUNS_ROOT = Path("runs")
 SIGNATURE = "serving_default"
 
 
-@dataclass
-class Tensor:
-    """One input or output of an exported graph: its name, type and shape, and what it holds."""
-
-    name: str
-    type: str
-    meaning: str
-
-
-@dataclass
-class LiteRTGraph:
-    """A converted LiteRT graph, its tensors (in the interpreter's order) and how to drive it."""
-
-    blob: bytes
-    inputs: list[Tensor]
-    outputs: list[Tensor]
-    usage: list[str] = field(default_factory=list)
-
-
-class Serving:
-    """What one task exports; a subclass per task in ``seqapp/tasks/<task>_serving.py``.
-
-    Building it is cheap and needs no TensorFlow, so the CLI can refuse a format the task
-    cannot export before TensorFlow starts; :meth:`module` and :meth:`litert` build graphs.
-    """
-
-    # format -> why this task cannot export it (absent: it can)
-    unsupported: ClassVar[dict[str, str]] = {}
-
-    def __init__(self, run: Run) -> None:
-        self.run = run
-
-    @property
-    def model(self) -> Any:
-        """The run's trained model, its recurrent layers on portable kernels (see :func:`portable`)."""
-        return portable(self.run.model)
-
-    def inputs(self) -> list[Tensor]:
-        """The ``serving_default`` inputs (raw)."""
-        raise NotImplementedError
-
-    def outputs(self) -> list[Tensor]:
-        """The ``serving_default`` outputs (final)."""
-        raise NotImplementedError
-
-    def request(self) -> dict:
-        """An example JSON body for TF Serving's REST ``:predict`` endpoint."""
-        raise NotImplementedError
-
-    def assets(self) -> dict[str, Any]:
-        """JSON-ready files shipped with the model (vocabulary, labels, normalisation), by name."""
-        raise NotImplementedError
-
-    def module(self) -> Any:
-        """A ``tf.Module`` whose ``serve`` (a ``tf.function`` with an input signature) maps the
-        raw inputs to a dict of the outputs; the objects it uses are tracked attributes."""
-        raise NotImplementedError
-
-    def litert(self) -> LiteRTGraph:
-        """The LiteRT graph (for tasks that do not list ``litert`` in :attr:`unsupported`)."""
-        raise NotImplementedError
-
-    def notes(self) -> list[str]:
-        """README lines on behaviour worth knowing (padding, sampling, limits)."""
-        return []
-
-
-# -- the command ----------------------------------------------------------------------
-
-
-def command(
-    to: Annotated[Path, typer.Option(
-        "--to", show_default=False,
-        help="Folder to export into, e.g. a TensorFlow Serving model base path: the model is written to "
-             "TO/NAME/VERSION/ with a README.md in TO/NAME/. (Not --out: --out is the folder of runs, "
-             "as in every command.)")],
-    run_dir: Annotated[Path | None, typer.Option("--run", help="A run folder; default: the latest run.")] = None,
-    out: Annotated[Path, typer.Option("--out", envvar="SEQAPP_RUNS", help="Folder that holds the runs.")] = RUNS_ROOT,
-    fmt: Annotated[str, typer.Option(
-        "--format", help="saved_model: TensorFlow SavedModel taking raw inputs (preprocessing in the graph); "
-                         "litert: a .tflite taking token ids or normalised values, with its vocabulary "
-                         "JSON beside it.")] = "saved_model",
-    name: Annotated[str | None, typer.Option(
-        "--name", help="Model name, the folder under TO (default: the run's task).")] = None,
-    version: Annotated[int, typer.Option(
-        "--version", help="Version folder under TO/NAME; an existing one is never overwritten.")] = 1,
-) -> None:
-    """Export a run as a model with its preprocessing inside (TensorFlow Serving layout)."""
-    check_options(fmt, name, version)
-    run = runs.find(run_dir, out)
-    serving = serving_for(run, fmt)
-    target = Path(to) / (name or run.task) / str(version)
-    check_target(target, version)
-    backend.start()
-    run.model  # noqa: B018 (a damaged model file is one error line, before anything is written)
-    export(serving, fmt, target)
-    typer.echo(f"exported {run.path} ({run.task}, {fmt}) to {target}")
-    typer.echo(f"see {target.parent / 'README.md'}")
+# -- checks before TensorFlow starts ---------------------------------------------------
 
 
 def check_options(fmt: str, name: str | None, version: int) -> None:
     """Refuse an unknown format, a name that is no folder name, a version below 1 (cheap)."""
     if fmt not in FORMATS:
         raise SeqappError(f"--format {fmt!r} is not known; use {' or '.join(FORMATS)}")
-    runs.check_name(name)
+    files.check_name(name)
     if version < 1:
         raise SeqappError(f"--version {version} must be at least 1 (TensorFlow Serving loads numbered folders)")
 
 
-def serving_for(run: Run, fmt: str) -> Serving:
-    """The task's export of ``run``, or one line saying why ``fmt`` cannot be exported."""
-    serving = get_task(run.task)().serving_module(run)
+def check_serving(serving: Serving | None, task: str, fmt: str) -> Serving:
+    """``serving`` (a task's export of a run), or one line saying why ``fmt`` cannot be exported."""
     if serving is None:
-        raise SeqappError(f"{run.task} runs cannot be exported yet; export a run of another task with --run")
+        raise SeqappError(f"{task} runs cannot be exported yet; export a run of another task with --run")
     why = serving.unsupported.get(fmt)
     if why:
         other = next(option for option in FORMATS if option != fmt)
-        raise SeqappError(f"a {run.task} run cannot be exported as {fmt}: {why}; use --format {other}")
+        raise SeqappError(f"a {task} run cannot be exported as {fmt}: {why}; use --format {other}")
     return serving
 
 
@@ -253,47 +150,6 @@ def write_litert(serving: Serving, folder: Path) -> LiteRTGraph:
         "inputs": [vars(tensor) for tensor in graph.inputs],
         "outputs": [vars(tensor) for tensor in graph.outputs]}}, folder)
     return graph
-
-
-def portable(model: Any) -> Any:
-    """``model`` with every LSTM / GRU layer told not to use cuDNN, which it returns.
-
-    Keras picks the cuDNN kernel when the exporting machine has a GPU, and a graph traced
-    with it runs on GPUs only; an export must also serve on CPUs (and convert to LiteRT).
-    """
-    for layer in model.layers:
-        for inner in (layer.forward_layer, layer.backward_layer) if hasattr(layer, "forward_layer") else (layer,):
-            if hasattr(inner, "use_cudnn"):
-                inner.use_cudnn = False
-    return model
-
-
-def after_checks(checks: Sequence[Any], value: Any) -> Any:
-    """``value``, computed only once the ``tf.debugging`` assertions ``checks`` passed.
-
-    Without the dependency the graph may run the model first and fail deep inside it,
-    with a message about a slice, instead of the assertion's own message.
-    """
-    import tensorflow as tf
-
-    with tf.control_dependencies(list(checks)):
-        return tf.nest.map_structure(tf.identity, value, expand_composites=True)  # ragged: every part
-
-
-def convert_litert(function: Callable, specs: Sequence[Any]) -> tuple[bytes, list[str]]:
-    """``function`` (called with a list of tensors of ``specs``) as a checked LiteRT graph.
-
-    Returns the flatbuffer and the interpreter's output names in ``function``'s order; a
-    graph that does not convert, or does not give ``function``'s outputs, is one error line.
-    """
-    from seqapp import litert
-
-    try:
-        blob = litert.convert(function, specs)
-        return blob, litert.check(blob, function, specs)
-    except Exception as exc:  # the converter raises many kinds
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise SeqappError(f"this run's graph does not convert to LiteRT ({reason}); use --format saved_model") from None
 
 
 # -- the README -------------------------------------------------------------------------

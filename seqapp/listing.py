@@ -11,7 +11,7 @@ from pathlib import Path
 
 from seqapp import drafts, runs
 from seqapp.errors import SeqappError
-from seqapp.tasks import get_task
+from seqapp.tasks import get_task, load_run
 
 
 def run_rows(out: Path, task: str | None) -> list[dict]:
@@ -19,7 +19,7 @@ def run_rows(out: Path, task: str | None) -> list[dict]:
     rows = []
     for path in runs.run_dirs(out, task):
         try:
-            run = runs.load(path)
+            run = load_run(path)
             metrics = run.metrics
         except SeqappError as exc:
             logging.getLogger("seqapp").warning(f"skipping the damaged run {path}: {exc}")

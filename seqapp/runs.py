@@ -9,20 +9,20 @@ never leaves a half-written run where a good one stood, and never touches older 
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import os
-import re
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from seqapp.config import Config
 from seqapp.errors import SeqappError
-from seqapp.tasks import load_saved_config
+from seqapp.files import read_json
+
+# Reads a run's config.yaml into a Config. Only the task registry knows each task's settings,
+# and runs sit below the tasks, so whoever loads a run passes the registry's reader
+# (seqapp.tasks.load_run, latest_run and find_run do).
+ConfigReader = Callable[[Path], Config]
 
 log = logging.getLogger("seqapp")
 
@@ -78,57 +78,16 @@ def load_model(path: Path) -> Any:
                           "train it again") from None
 
 
-def read_json(path: Path) -> Any:
-    """A run file's JSON (NaN and infinities read as null); a damaged file is one clear error naming it."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"), parse_constant=lambda _: None)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise SeqappError(f"{path} cannot be read ({exc}); the run is damaged, train it again") from None
-
-
-def finite(value: Any) -> Any:
-    """``value`` with every NaN or infinite float replaced by None, so it is valid JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(item) for item in value]
-    return value
-
-
-def write_json(path: Path, value: Any) -> None:
-    """Write JSON through a temporary file and an atomic rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(finite(value), indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def check_name(name: str | None) -> None:
-    """Refuse a ``--name`` that is not a plain folder-name suffix (before any training starts)."""
-    if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
-        raise SeqappError(f"--name {name!r} cannot be part of a folder name; use up to 64 letters, digits, "
-                          "'.', '_' or '-', starting with a letter or digit")
-
-
-def unique_name(task_dir: Path, name: str | None) -> Path:
-    """``<task_dir>/<timestamp>[-name]``, with ``-2``, ``-3``... if that exists already."""
-    stem = time.strftime("%Y%m%d-%H%M%S") + (f"-{name}" if name else "")
-    candidate, counter = task_dir / stem, 2
-    while candidate.exists():
-        candidate, counter = task_dir / f"{stem}-{counter}", counter + 1
-    return candidate
-
-
-def load(path: Path) -> Run:
-    """Load the run saved in ``path``; a clear error if it is not a seqapp run."""
+def load(path: Path, read_config: ConfigReader) -> Run:
+    """Load the run saved in ``path``, its config read by ``read_config``; a clear error if it
+    is not a seqapp run."""
     path = Path(path)
     if not path.is_dir():
         raise SeqappError(f"run folder {path} does not exist; list runs with 'seqapp runs'")
     missing = [name for name in REQUIRED if not (path / name).exists()]
     if missing:
         raise SeqappError(f"{path} is not a seqapp run (no {missing[0]}); list runs with 'seqapp runs'")
-    cfg = load_saved_config(path / "config.yaml")
+    cfg = read_config(path / "config.yaml")
     prep = read_json(path / "preprocessing.json")
     if not isinstance(prep, dict):
         raise SeqappError(f"{path / 'preprocessing.json'} is not a JSON object; the run is damaged, train it again")
@@ -160,7 +119,7 @@ def run_dirs(out: Path, task: str | None = None) -> list[Path]:
     return sorted(found, key=age)
 
 
-def latest(out: Path, tasks: str | Sequence[str] | None = None) -> Run:
+def latest(out: Path, read_config: ConfigReader, tasks: str | Sequence[str] | None = None) -> Run:
     """The most recent run under ``out`` (of ``tasks``, one task name or several, if given)."""
     names = [tasks] if isinstance(tasks, str) else list(tasks or [None])
     found = [path for name in names for path in run_dirs(out, name)]
@@ -171,17 +130,17 @@ def latest(out: Path, tasks: str | Sequence[str] | None = None) -> Run:
                           "or pass --run DIR")
     for path in sorted(found, key=age, reverse=True):
         try:
-            return load(path)
+            return load(path, read_config)
         except SeqappError as exc:
             log.warning(f"skipping the damaged run {path}: {exc}")
     raise SeqappError(f"every run found in {out} is damaged (see the warnings); train a new one")
 
 
-def find(run_dir: Path | None, out: Path, tasks: Sequence[str] | None = None) -> Run:
+def find(run_dir: Path | None, out: Path, read_config: ConfigReader, tasks: Sequence[str] | None = None) -> Run:
     """The run the user named with ``--run`` (checked against ``tasks``), else the latest one."""
     if run_dir is None:
-        return latest(out, tasks)
-    run = load(run_dir)
+        return latest(out, read_config, tasks)
+    run = load(run_dir, read_config)
     if tasks and run.task not in tasks:
         raise SeqappError(f"{run_dir} is a {run.task} run; this command needs a {' or '.join(tasks)} run")
     return run

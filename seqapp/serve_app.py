@@ -27,10 +27,10 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response, StreamingResponse
 
-from seqapp import __version__, runs, sampling
+from seqapp import __version__, files, sampling
 from seqapp.errors import SeqappError
-from seqapp.serve import GENERATE_LENGTH, MAX_BEAM, Limits, Service
 from seqapp.serve_batching import pull_text
+from seqapp.serve_service import GENERATE_LENGTH, MAX_BEAM, Limits, Service
 
 log = logging.getLogger("seqapp")
 GENERATE_OPTIONS = {"length": int, "temperature": float, "top_k": int, "top_p": float, "random_seed": int}
@@ -113,7 +113,7 @@ def build_app(service: Service, url: str) -> FastAPI:
         return json_response({"status": "ok", "task": service.run.task, **service.batcher.stats.as_dict()})
 
     async def info() -> Response:
-        return json_response(runs.finite({**service.info(), "stats": service.batcher.stats.as_dict()}))
+        return json_response(files.finite({**service.info(), "stats": service.batcher.stats.as_dict()}))
 
     app.add_api_route("/health", health, methods=["GET"], response_model=None, summary="Liveness and counters")
     app.add_api_route("/info", info, methods=["GET"], response_model=None, summary="The run: task, config, metrics")
@@ -142,7 +142,7 @@ def predict_endpoint(service: Service) -> Any:
             raise ApiError(400, api_wording(str(exc), service.predict_options)) from None
         except Exception as exc:
             raise internal_error("predict", exc) from None
-        return json_response({"outputs": runs.finite(outputs)})
+        return json_response({"outputs": files.finite(outputs)})
 
     return predict
 

@@ -1,9 +1,13 @@
-"""Training: the tf.data pipeline, seeds, the fit loop, and the whole train-and-save flow.
+"""Training: the fit loop and the whole train-and-save flow, the one place that compiles a model.
 
 ``train(cfg)`` is the flow of one run, in a draft folder (:mod:`seqapp.drafts`)::
 
-    task.load_data -> task.fit_preprocessing -> task.build_model -> fit (tf.data, training state)
+    task.load_data -> task.fit_preprocessing -> task.build_model -> task.datasets
+        -> compile (task.objective + the optimizer) -> fit (tf.data, training state)
         -> model.keras, preprocessing.json, config.yaml, history.csv, plots, metrics.json -> publish
+
+Tasks say what their model is and what it optimises; only this module knows how many
+batches an epoch has, the distribution strategy and the precision, so only it compiles.
 
 ``resume(draft)`` takes an interrupted one up from its saved state (:mod:`seqapp.checkpoint`).
 """
@@ -18,114 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from seqapp import drafts, faults, runs
+from seqapp import drafts, faults, files
 from seqapp.config import Config, TrainConfig
 from seqapp.errors import SeqappError
+from seqapp.pipeline import data_epoch, optimizer, set_seed
 from seqapp.plots import plot_history
 from seqapp.runs import Run
 from seqapp.tasks import get_task, load_saved_config
 from seqapp.tasks.base import Splits, Task
-
-
-def set_seed(seed: int) -> None:
-    """Seed Python, NumPy and TensorFlow so a run can be repeated."""
-    import keras
-
-    keras.utils.set_random_seed(seed)
-
-
-_data_epoch: Any = None
-
-
-def data_epoch() -> Any:
-    """The epoch the training is in, as a TensorFlow variable that shuffled datasets read.
-
-    The training loop sets it when an epoch begins; a dataset made by :func:`shuffled`
-    reads it each time an epoch's iterator is created.
-    """
-    global _data_epoch
-    if _data_epoch is None:
-        import tensorflow as tf
-
-        _data_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
-    return _data_epoch
-
-
-def shuffled(tensors: Any, size: int, seed: int, batch_size: int | None = None) -> Any:
-    """The ``size`` slices of ``tensors`` in an order set by ``seed`` and the epoch, batched if asked.
-
-    Unlike ``Dataset.shuffle``, whose order follows how many epochs one iterator object
-    has run, the order here depends only on the seed and :func:`data_epoch`: epoch 5 of
-    a resumed training sees the batches it would have seen without the interruption.
-    With ``batch_size`` whole batches are gathered at once (several times faster).
-    """
-    import tensorflow as tf
-
-    epoch = data_epoch()
-
-    def epoch_order(_: Any) -> Any:
-        keys = tf.random.stateless_uniform([size], seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-        return tf.data.Dataset.from_tensor_slices(tf.argsort(keys))
-
-    def pick(index: Any) -> Any:
-        return tf.nest.map_structure(lambda tensor: tf.gather(tensor, index), tensors)
-
-    order = tf.data.Dataset.range(1).flat_map(epoch_order)
-    order = order.apply(tf.data.experimental.assert_cardinality(size))  # Keras knows an epoch's length
-    if batch_size:
-        order = order.batch(batch_size)
-    return order.map(pick, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-
-def make_dataset(inputs: Any, targets: Any, batch_size: int, shuffle: bool, seed: int = 0) -> Any:
-    """A batched, prefetched ``tf.data`` pipeline over in-memory arrays."""
-    import tensorflow as tf
-
-    if shuffle:
-        size = len(targets) if not isinstance(targets, (tuple, dict)) else len(next(iter(targets)))
-        tensors = tf.nest.map_structure(tf.convert_to_tensor, (inputs, targets))
-        return shuffled(tensors, size, seed, batch_size).prefetch(tf.data.AUTOTUNE)
-    dataset = tf.data.Dataset.from_tensor_slices((inputs, targets))
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def optimizer(cfg: TrainConfig, steps_per_epoch: int = 1) -> Any:
-    """Adam with gradient clipping by norm (``clipnorm: 0`` turns clipping off).
-
-    With ``lr_schedule: cosine`` the learning rate falls from ``learning_rate`` to 2% of it
-    over all epochs (``steps_per_epoch`` batches each): a regression loss only settles
-    near its floor once the step size shrinks.
-    """
-    import keras
-
-    learning_rate = cfg.learning_rate
-    if cfg.lr_schedule == "cosine":
-        total_steps = max(cfg.epochs * steps_per_epoch, 1)
-        learning_rate = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, total_steps, alpha=0.02)
-    return dense_sparse_gradients(keras.optimizers.Adam(learning_rate=learning_rate, clipnorm=cfg.clipnorm or None))
-
-
-def dense_sparse_gradients(optimizer: Any) -> Any:
-    """``optimizer``, made to sum every sparse gradient into a dense one before applying it.
-
-    An Embedding's gradient is a ``tf.IndexedSlices`` with one row per token of the batch,
-    repeats included. Keras 3's Adam on TensorFlow applies those rows without summing the
-    repeats: a row looked up n times in a batch moves about sqrt(n) times the learning
-    rate in one step (8 lookups at lr 0.01: 0.028 instead of 0.010), so the most frequent
-    characters and words take the largest steps, and ``clipnorm`` measures the unsummed
-    rows. Summed, every row takes Adam's own step. The optimizer stays a stock Adam (a plain
-    attribute of this instance; nothing of it is saved).
-    """
-    import tensorflow as tf
-
-    stock = optimizer.apply
-
-    def apply(grads: Any, trainable_variables: Any = None) -> Any:
-        grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
-        return stock(grads, trainable_variables)
-
-    object.__setattr__(optimizer, "apply", apply)  # Keras tracks nothing set this way
-    return optimizer
 
 
 def fit(model: Any, train_ds: Any, val_ds: Any, cfg: TrainConfig, folder: Path, verbose: int | None = None,
@@ -242,13 +146,34 @@ def prepare(cfg: Config, plan: Any = None) -> Prepared:
     if plan is None or plan.mode == "none":
         model = accelerated(build_model(task, cfg, prep), cfg)
         train_ds, val_ds = task.datasets(cfg, prep, splits)
+        compile_model(model, task, cfg, prep, batches_per_epoch(train_ds))
         return Prepared(task, splits, prep, model, train_ds, val_ds, plan)
     with plan.strategy.scope():
         model = accelerated(build_model(task, cfg, prep), cfg)
     global_batch = cfg.train.batch_size * plan.replicas
     train_ds, val_ds = task.datasets(dataclasses.replace(cfg, train=dataclasses.replace(
         cfg.train, batch_size=global_batch)), prep, splits)
+    with plan.strategy.scope():
+        compile_model(model, task, cfg, prep, batches_per_epoch(train_ds))
     return Prepared(task, splits, prep, model, train_ds, val_ds, plan)
+
+
+def compile_model(model: Any, task: Task, cfg: Config, prep: dict, batches: int) -> None:
+    """Compile ``model`` with the task's objective and the optimizer for ``batches`` steps an epoch
+    (a cosine schedule spans ``train.epochs`` x ``batches`` steps). Under ``mixed_float16``
+    Keras wraps the optimizer in a ``LossScaleOptimizer`` (the model holds the policy)."""
+    objective = task.objective(cfg, prep)
+    model.compile(optimizer=optimizer(cfg.train, batches), loss=objective.loss, metrics=objective.metrics or None,
+                  weighted_metrics=objective.weighted_metrics or None, loss_weights=objective.loss_weights)
+
+
+def batches_per_epoch(dataset: Any) -> int:
+    """How many batches one epoch of ``dataset`` has: its cardinality, counted when tf.data cannot
+    tell (every seqapp pipeline declares it, so counting is the exception)."""
+    count = int(dataset.cardinality())
+    if count < 0:
+        count = sum(1 for _ in dataset)
+    return max(count, 1)
 
 
 def accelerated(model: Any, cfg: Config) -> Any:
@@ -266,8 +191,7 @@ def build_model(task: Task, cfg: Config, prep: dict) -> Any:
 
     The policy is set only while the layers are made (each layer keeps the policy it was
     made under, and ``model.keras`` records it), so models built later in the same process
-    (inference graphs, other runs, tests) are float32 as before. Under ``mixed_float16``
-    Keras's ``compile`` wraps the optimizer in a ``LossScaleOptimizer``.
+    (inference graphs, other runs, tests) are float32 as before.
     """
     import keras
 
@@ -358,9 +282,9 @@ def keep_preprocessing(folder: Path, prep: dict) -> None:
     """Save the fitted preprocessing in a new draft; in a resumed one, check the data is unchanged."""
     path = folder / "preprocessing.json"
     if not path.exists():
-        runs.write_json(path, prep)
+        files.write_json(path, prep)
         return
-    if runs.read_json(path) != json.loads(json.dumps(runs.finite(prep))):
+    if files.read_json(path) != json.loads(json.dumps(files.finite(prep))):
         raise SeqappError(f"the training data changed since this training began ({path} differs); "
                           "start a new training", resumable=False)
 
@@ -368,9 +292,10 @@ def keep_preprocessing(folder: Path, prep: dict) -> None:
 def finish(ready: Prepared, cfg: Config, folder: Path, history: dict) -> Run:
     """Save the trained model, then the metrics and plots of the run in ``folder``."""
     if ready.plan is not None:
-        runs.write_json(folder / "distribute.json", ready.plan.info(cfg.train.batch_size))
+        files.write_json(folder / "distribute.json", ready.plan.info(cfg.train.batch_size))
         if ready.plan.mode == "multi_worker":  # evaluating under the strategy would wait for the other workers
             plain = build_model(ready.task, cfg, ready.preprocessing)
+            compile_model(plain, ready.task, cfg, ready.preprocessing, batches_per_epoch(ready.train_ds))
             plain.set_weights(ready.model.get_weights())
             ready.model = plain
     save_model(ready.model, folder / "model.keras")
@@ -379,7 +304,7 @@ def finish(ready: Prepared, cfg: Config, folder: Path, history: dict) -> Run:
     ready.task.export(float32_twin(ready, run), folder)  # fast inference graphs (LiteRT), where the task has them
     metrics = ready.task.evaluate(run, ready.splits)
     metrics["epochs_trained"] = len(next(iter(history.values()), []))
-    runs.write_json(folder / "metrics.json", metrics)
+    files.write_json(folder / "metrics.json", metrics)
     write_plots(ready.task, run, ready.splits, history, folder / "plots")
     return run
 
@@ -412,7 +337,7 @@ def write_digest(model: Any, history: dict, plan: Any) -> None:
     for weights in model.get_weights():
         digest.update(np.ascontiguousarray(weights).tobytes())
     index = plan.index if plan is not None else 0
-    runs.write_json(Path(folder) / f"worker-{index}.json", {"sha256": digest.hexdigest(), "history": history})
+    files.write_json(Path(folder) / f"worker-{index}.json", {"sha256": digest.hexdigest(), "history": history})
 
 
 def save_model(model: Any, path: Path) -> None:

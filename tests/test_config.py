@@ -90,7 +90,7 @@ def test_train_settings_shared_by_all_tasks():
 
 
 def test_cosine_schedule_decays_to_two_percent():
-    from seqapp.training import optimizer
+    from seqapp.pipeline import optimizer
 
     constant = optimizer(load_config("textgen", ["train.learning_rate=0.003"]).train)
     assert float(constant.learning_rate) == pytest.approx(0.003)
@@ -110,7 +110,7 @@ def test_config_show_prints_a_template_that_trains_the_same(cli, template, tmp_p
     assert load_config(str(copy)) == load_config(template, ["train.epochs=2"])
 
 
-def test_every_setting_has_help_and_the_readme_tables_match_the_code():
+def test_every_setting_has_help_and_the_settings_reference_matches_the_code():
     from seqapp import configdoc
     from seqapp.tasks import REGISTRY
 
@@ -118,12 +118,12 @@ def test_every_setting_has_help_and_the_readme_tables_match_the_code():
         for section in (task.DataConfig, task.ModelConfig, config.TrainConfig):
             for field, _ in configdoc.fields_of(section):
                 assert field.metadata.get("help"), f"{section.__name__}.{field.name} has no help"
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    assert configdoc.readme_section(readme) == configdoc.settings_markdown(), \
-        "README settings tables are stale: run 'python -m seqapp.configdoc README.md'"
+    reference = (Path(__file__).resolve().parents[1] / configdoc.SETTINGS_DOC).read_text(encoding="utf-8")
+    assert configdoc.readme_section(reference) == configdoc.settings_markdown(), \
+        f"{configdoc.SETTINGS_DOC} is stale: run 'python -m seqapp.configdoc' in the repository root"
 
 
-def test_readme_table_shows_the_template_value_and_the_default_when_left_out():
+def test_settings_table_shows_the_template_value_and_the_default_when_left_out():
     from seqapp import configdoc
 
     rows = {line.split("|")[1].strip(): line for line in configdoc.markdown_table(load_config("sine"))

@@ -18,7 +18,7 @@ import pytest
 from conftest import without_seqapp
 
 from seqapp import litert, runs
-from seqapp.tasks import REGISTRY, load_config
+from seqapp.tasks import REGISTRY, load_config, load_run
 
 LONG = " ".join(["the film was great but the ending was far too long and slow"] * 4)
 TEXTS = ["works great, love it", "The BATTERY died after a day!!", "", "zxqv blorf UNKNOWNWORDS ?!", LONG]
@@ -174,7 +174,7 @@ def test_textgen_export_gives_the_generated_text(world, cli, name, seeds, length
     from seqapp.tasks.textgen import generate_texts
 
     _, trained, child = world
-    run = runs.load(trained[name].path)
+    run = load_run(trained[name].path)
     for (seed, temperature, random_seed), answer in zip(seeds, child["answers"][name]):
         expected = generate_texts(run, seed, length=length, temperature=temperature, random_seed=random_seed,
                                   engine="tf")[0]
@@ -446,11 +446,11 @@ def test_character_classes_are_pythons():
 
 def test_exported_models_never_use_cudnn_kernels(world):
     """A graph traced with cuDNN kernels (on a GPU machine) would serve on GPUs only."""
-    from seqapp.exporting import portable
+    from seqapp.serving import portable
     from seqapp.layers import is_recurrent
 
     _, trained, _ = world
-    model = portable(runs.load(trained["tagging"].path).model)  # bidirectional LSTMs
+    model = portable(load_run(trained["tagging"].path).model)  # bidirectional LSTMs
     recurrent = [inner for layer in model.layers if is_recurrent(layer)
                  for inner in (layer.forward_layer, layer.backward_layer)]
     assert recurrent and all(layer.use_cudnn is False for layer in recurrent)

@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from seqapp import litert, runs, sampling
-from seqapp.tasks import load_config
+from seqapp import litert, sampling
+from seqapp.tasks import load_config, load_run
 from seqapp.tasks.textgen import generate_texts
 
 
@@ -43,7 +43,7 @@ def test_training_saves_a_checked_step_graph(textgen_run):
 ])
 def test_litert_text_is_the_keras_text(textgen_run, options):
     """Greedy decoding (and sampling reduced to one candidate) gives the same text on both engines."""
-    run = runs.load(textgen_run.path)
+    run = load_run(textgen_run.path)
     keras_text = generate_texts(run, "the ", length=120, random_seed=3, engine="tf", **options)[0]
     lite_text = generate_texts(run, "the ", length=120, random_seed=3, engine="litert", **options)[0]
     assert lite_text == keras_text
@@ -51,7 +51,7 @@ def test_litert_text_is_the_keras_text(textgen_run, options):
 
 
 def test_several_samples_and_a_fixed_random_seed(textgen_run):
-    run = runs.load(textgen_run.path)
+    run = load_run(textgen_run.path)
     first = generate_texts(run, "a", length=60, num_samples=3, random_seed=7, engine="litert")
     again = generate_texts(run, "a", length=60, num_samples=3, random_seed=7, engine="litert")
     assert first == again and len(first) == 3 and all(len(text) == 61 for text in first)
@@ -84,7 +84,7 @@ def test_generate_runs_without_tensorflow(textgen_run, tmp_path):
             "--run", str(textgen_run.path)]
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    expected = generate_texts(runs.load(textgen_run.path), "the ", length=50, temperature=0, engine="tf")[0]
+    expected = generate_texts(load_run(textgen_run.path), "the ", length=50, temperature=0, engine="tf")[0]
     assert done.stdout == expected + "\n"
     assert done.stderr == ""  # the interpreter's start-up note is not shown
 
@@ -114,10 +114,10 @@ def test_sentiment_litert_probabilities_match_keras(tmp_path):
                 log=lambda _: None)
     assert task.engine(run, "auto") == "litert"
     texts = ["great", "", "the battery died after a day " * 20, *(f"review number {i}, fine" for i in range(40))]
-    keras_probs = class_probabilities(runs.load(run.path), texts, engine="tf")
-    lite_probs = class_probabilities(runs.load(run.path), texts, engine="litert")
+    keras_probs = class_probabilities(load_run(run.path), texts, engine="tf")
+    lite_probs = class_probabilities(load_run(run.path), texts, engine="litert")
     assert lite_probs.shape == keras_probs.shape == (len(texts), 2)
     assert np.max(np.abs(lite_probs - keras_probs)) < 1e-5
-    lines = list(task.predict(runs.load(run.path), texts[:2], engine="litert"))
+    lines = list(task.predict(load_run(run.path), texts[:2], engine="litert"))
     classes = run.preprocessing["classes"]
     assert [line.split()[0] for line in lines] == [classes[int(i)] for i in lite_probs[:2].argmax(1)]

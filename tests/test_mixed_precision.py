@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from seqapp.tasks import REGISTRY, load_config
+from seqapp.tasks import REGISTRY, latest_run, load_config
 
 HEADS = {"textgen": "next_token_logits", "sentiment": "positive_probability"}
 
@@ -28,14 +28,13 @@ def cli(*args: str) -> str:
 def test_mixed_bfloat16_trains_with_a_float32_head_and_predicts_on_both_engines(task, tmp_path):
     import keras
 
-    from seqapp import runs
     from seqapp.training import read_history, train
 
     cfg = load_config(task, [*REGISTRY[task].tiny["set"], "train.mixed_precision=mixed_bfloat16"],
                       {"train.epochs": 1})
     run = train(cfg, tmp_path, verbose=0, log=lambda _: None)
     assert keras.config.dtype_policy().name == "float32"  # the policy held only while the model was built
-    loaded = runs.latest(tmp_path, task).model  # from model.keras
+    loaded = latest_run(tmp_path, task).model  # from model.keras
     assert loaded.get_layer("embedding").compute_dtype == "bfloat16"
     assert loaded.get_layer(HEADS[task]).compute_dtype == "float32"
     assert loaded.output.dtype == "float32"

@@ -18,7 +18,7 @@ import pytest
 
 from seqapp import checkpoint, drafts, faults, runs, training
 from seqapp.errors import SeqappError
-from seqapp.tasks import REGISTRY, load_config
+from seqapp.tasks import REGISTRY, load_config, load_run
 
 # Dropout, early stopping and a cosine schedule: every kind of state a resume must restore.
 EXTRA = ["model.dropout=0.2", "train.patience=2", "train.lr_schedule=cosine", "train.epochs=3",
@@ -35,7 +35,7 @@ def tiny_textgen(corpus: Path):
 
 def same_runs(first: Path, second: Path) -> None:
     """Two run folders hold the same weights, metrics and history, bit for bit."""
-    one, two = runs.load(first).model.get_weights(), runs.load(second).model.get_weights()
+    one, two = load_run(first).model.get_weights(), load_run(second).model.get_weights()
     assert len(one) == len(two) and all(np.array_equal(a, b) for a, b in zip(one, two))
     for name in ("metrics.json", "history.csv"):
         assert (first / name).read_text() == (second / name).read_text(), name

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seqapp import config, runs
+from seqapp import config
 from seqapp.errors import SeqappError
 from seqapp.metrics import classification_metrics
-from seqapp.tasks import load_config
+from seqapp.tasks import latest_run, load_config, load_run
 from seqapp.tasks.sentiment import Sentiment, classifier, encode_texts
 from seqapp.text import Tokenizer
 
@@ -235,7 +235,7 @@ def binary_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs")
     result = CliRunner().invoke(app, ["train", "sentiment", "--out", str(out), *TINY])
     assert result.exit_code == 0, result.output
-    return runs.latest(out, "sentiment").path
+    return latest_run(out, "sentiment").path
 
 
 def test_evaluate_prints_tables_and_baseline(cli, binary_run):
@@ -270,7 +270,7 @@ def test_predict_refuses_no_input_and_foreign_options(cli, binary_run):
 
 
 def test_ten_thousand_lines_in_one_model_call(binary_run, monkeypatch):
-    run = runs.load(binary_run)
+    run = load_run(binary_run)
     calls = []
     original = run.model.predict
     monkeypatch.setattr(run.model, "predict", lambda x, **kw: calls.append(len(x)) or original(x, **kw))
@@ -299,7 +299,7 @@ def test_multi_class_run(cli, tmp_path):
     result = cli("train", "sentiment", "--data", write(tmp_path / "topics.tsv", lines), "--out", out, *TINY,
                  "--epochs", "3")
     assert result.exit_code == 0, result.output
-    run = runs.latest(out, "sentiment")
+    run = latest_run(out, "sentiment")
     assert run.preprocessing["classes"] == ["food", "sport", "weather"]
     assert run.model.output_shape == (None, 3)
     metrics = run.metrics
@@ -317,7 +317,7 @@ def test_real_reviews_beat_the_majority_baseline(cli, shared_data, tmp_path):
     out = tmp_path / "runs"
     result = cli("train", "sentiment", "--set", f"data.path={shared_data / 'sentiment'}", "--out", out, "-q")
     assert result.exit_code == 0, result.output
-    metrics = runs.latest(out, "sentiment").metrics
+    metrics = latest_run(out, "sentiment").metrics
     assert metrics["examples"] == {"train": 1600, "val": 200, "test": 200}
     assert metrics["baseline_majority"]["test"]["accuracy"] == pytest.approx(0.5)
     assert metrics["test"]["accuracy"] >= 0.74

@@ -276,7 +276,7 @@ def test_malformed_generate_gets_one_error(textgen_server, why, body, expected):
 
 def test_options_are_checked_as_the_task_declares_them():
     """A sine run takes no inputs and an integer horizon (checked without a server or a model)."""
-    from seqapp.serve import Limits
+    from seqapp.serve_service import Limits
     from seqapp.serve_app import ApiError, predict_request
     from seqapp.tasks import get_task
 

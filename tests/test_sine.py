@@ -318,10 +318,11 @@ def test_classic_templates(template, layer_class, units, dropout, tmp_path):
     from seqapp.training import train
 
     cfg = load_config(template)
-    model = Sine().build_model(cfg, {"horizon": 1, "target": cfg.data.target})
+    prep = {"horizon": 1, "target": cfg.data.target}
+    model = Sine().build_model(cfg, prep)
     recurrent = [layer for layer in model.layers if type(layer).__name__ == layer_class]
     assert len(recurrent) == 1 and recurrent[0].units == units
-    assert model.layers[-1].units == 1 and model.loss == "mse"
+    assert model.layers[-1].units == 1 and Sine().objective(cfg, prep).loss == "mse"
     if template == "sine-simplernn":
         assert recurrent[0].return_sequences and recurrent[0].activation.__name__ == "tanh"
     rates = [layer.rate for layer in model.layers if type(layer).__name__ == "Dropout"]

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from test_translate import PAIRS, small_run
 
-from seqapp import litert, runs
-from seqapp.tasks import load_config
+from seqapp import litert
+from seqapp.tasks import load_config, load_run
 from seqapp.tasks.translate import Translate, make_translator
 from seqapp.tasks.translate_model import LITERT_BATCH, LITERT_ENCODER, LITERT_STEP
 
@@ -105,10 +105,10 @@ def test_training_writes_the_graphs_and_predict_uses_them(trained_run, tmp_path)
     task = Translate()
     assert task.engine(trained_run, "auto") == "litert"
     plot = tmp_path / "attention.png"
-    run = runs.load(trained_run.path)
+    run = load_run(trained_run.path)
     lines = task.predict(run, SOURCES, beam=2, json=True, attention_plot=plot, engine="litert")
     assert run._model is None  # model.keras was never read
-    assert_same_lines(lines, Translate().predict(runs.load(trained_run.path), SOURCES, beam=2, json=True))
+    assert_same_lines(lines, Translate().predict(load_run(trained_run.path), SOURCES, beam=2, json=True))
     assert plot.stat().st_size > 0
 
 
@@ -124,7 +124,7 @@ def test_predict_runs_without_tensorflow(trained_run, tmp_path):
             "--attention-plot", str(tmp_path / "a.png"), *inputs]
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    expected = Translate().predict(runs.load(trained_run.path), inputs, beam=3, json=True, engine="tf")
+    expected = Translate().predict(load_run(trained_run.path), inputs, beam=3, json=True, engine="tf")
     assert_same_lines(done.stdout.splitlines(), expected)
     assert [json.loads(line)["beam"] for line in expected] == [3, 3, 3]
     assert "was imported" not in done.stderr and (tmp_path / "a.png").stat().st_size > 0
@@ -134,7 +134,7 @@ def test_a_run_without_graphs_falls_back_to_tensorflow(trained_run, tmp_path, cl
     bare = tmp_path / "bare"
     shutil.copytree(trained_run.path, bare)
     shutil.rmtree(bare / litert.FOLDER)
-    assert Translate().engine(runs.load(bare), "auto") == "tf"
+    assert Translate().engine(load_run(bare), "auto") == "tf"
     result = cli("predict", "--run", bare, "--engine", "litert", "I am cold.")
     assert result.exit_code == 2 and "has no LiteRT translate_step graph" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -11,9 +11,10 @@ import difflib
 from collections.abc import Sequence
 from pathlib import Path
 
-from seqapp import config
+from seqapp import config, runs
 from seqapp.config import Config
 from seqapp.errors import SeqappError
+from seqapp.runs import Run
 from seqapp.tasks.base import Task
 from seqapp.tasks.regression import Sine
 from seqapp.tasks.sentiment import Sentiment
@@ -60,3 +61,18 @@ def load_saved_config(path: Path) -> Config:
     source = f"run config {path}"
     raw = config.read_yaml(path, what="run config")
     return config.build(raw, get_task(config.task_name(raw, source)), source=source)
+
+
+def load_run(path: Path) -> Run:
+    """The run saved in ``path`` (:func:`seqapp.runs.load` with this registry's config reader)."""
+    return runs.load(path, load_saved_config)
+
+
+def latest_run(out: Path, tasks: str | Sequence[str] | None = None) -> Run:
+    """The most recent readable run under ``out``, of ``tasks`` if given (:func:`seqapp.runs.latest`)."""
+    return runs.latest(out, load_saved_config, tasks)
+
+
+def find_run(run_dir: Path | None, out: Path, tasks: Sequence[str] | None = None) -> Run:
+    """The run named with ``--run`` (checked against ``tasks``), else the latest (:func:`seqapp.runs.find`)."""
+    return runs.find(run_dir, out, load_saved_config, tasks)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     import keras
     import tensorflow as tf
 
-    from seqapp.exporting import Serving
     from seqapp.runs import Run
+    from seqapp.serving import Serving
 
 log = logging.getLogger("seqapp")
 
@@ -45,6 +45,21 @@ class PredictOption:
 
 JSON_OUTPUT = PredictOption("json", bool, "Print one JSON object per line.")
 RANDOM_SEED = PredictOption("random_seed", int, "Random seed, where prediction samples.")
+
+
+@dataclass
+class Objective:
+    """What a task's model optimises: Keras ``compile``'s loss and metrics, without the optimizer.
+
+    The training flow (:func:`seqapp.training.compile_model`) adds the optimizer, which only
+    it can build right (the batches per epoch, the distribution strategy, the precision).
+    Made fresh for each model: Keras metric objects belong to the model they are compiled into.
+    """
+
+    loss: Any
+    metrics: list = field(default_factory=list)
+    weighted_metrics: list = field(default_factory=list)
+    loss_weights: Any = None
 
 
 @dataclass
@@ -90,7 +105,11 @@ class Task:
         raise NotImplementedError
 
     def build_model(self, cfg: Config, prep: dict) -> keras.Model:
-        """Build and compile the Keras model for ``cfg``."""
+        """The Keras model for ``cfg``, not compiled (training compiles it with :meth:`objective`)."""
+        raise NotImplementedError
+
+    def objective(self, cfg: Config, prep: dict) -> Objective:
+        """The loss and metrics the model is trained with (new objects on each call)."""
         raise NotImplementedError
 
     def datasets(self, cfg: Config, prep: dict, splits: Splits) -> tuple[tf.data.Dataset, tf.data.Dataset | None]:
@@ -127,7 +146,7 @@ class Task:
         """Write the task's fast inference graphs into the run ``folder`` (default: none)."""
 
     def serving_module(self, run: Run) -> Serving | None:
-        """What ``seqapp export`` writes for ``run``: a :class:`seqapp.exporting.Serving` whose
+        """What ``seqapp export`` writes for ``run``: a :class:`seqapp.serving.Serving` whose
         graphs take raw inputs (tokenizer and decoding inside), or None when the task has no
         export yet. Kept in ``seqapp/tasks/<task>_serving.py``, imported only when exporting."""
         return None

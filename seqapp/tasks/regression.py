@@ -25,10 +25,10 @@ import numpy as np
 
 from seqapp.config import Config, setting
 from seqapp.errors import SeqappError
-from seqapp.layers import apply_stack, output_head, recurrent_stack, stateful_step
 from seqapp.plots import pyplot, save_figure
 from seqapp.sampling import StepFunction
-from seqapp.tasks.base import JSON_OUTPUT, RANDOM_SEED, PredictOption, Task
+from seqapp.tasks.base import JSON_OUTPUT, RANDOM_SEED, Objective, PredictOption, Task
+from seqapp.tasks.regression_model import series_model
 from seqapp.tasks.series_data import (
     SeriesSplits,
     describe_periods,
@@ -153,7 +153,7 @@ class Sine(Task):
         }
 
     def datasets(self, cfg: Config, prep: dict, splits: SeriesSplits) -> tuple[Any, Any]:
-        from seqapp.training import make_dataset
+        from seqapp.pipeline import make_dataset
 
         x, y = split_windows(splits, splits.train, prep, cfg.data.stride)
         train = make_dataset(x, y, cfg.train.batch_size, shuffle=True, seed=cfg.train.random_seed)
@@ -163,12 +163,10 @@ class Sine(Task):
 
     # -- model ------------------------------------------------------------------------
     def build_model(self, cfg: Config, prep: dict) -> Any:
-        from seqapp.training import optimizer
+        return series_model(cfg.model, prep["horizon"], sequence=prep["target"] == "sequence")
 
-        model = series_model(cfg.model, prep["horizon"], sequence=prep["target"] == "sequence")
-        steps_per_epoch = math.ceil(prep.get("train_windows", 1) / cfg.train.batch_size)
-        model.compile(optimizer=optimizer(cfg.train, steps_per_epoch), loss="mse", metrics=["mae"])
-        return model
+    def objective(self, cfg: Config, prep: dict) -> Objective:
+        return Objective(loss="mse", metrics=["mae"])
 
     # -- evaluation -------------------------------------------------------------------
     def evaluate(self, run: Any, splits: SeriesSplits) -> dict:
@@ -264,29 +262,6 @@ class Sine(Task):
 
 
 # -- model ----------------------------------------------------------------------------------
-def series_model(model_cfg: Any, horizon: int, sequence: bool = False, step: bool = False) -> Any:
-    """Windows of values -> recurrent stack -> Dense(horizon).
-
-    ``sequence=True`` predicts at every position (``return_sequences``). With
-    ``step=True`` the same layers also take and return the recurrent states and output
-    the last position's forecast: the single-step model for stateful forecasting. Both
-    variants create their layers in the same order, so they share weights with
-    ``set_weights``.
-    """
-    import keras
-
-    values = keras.Input((None, 1), name="values")
-    stack = recurrent_stack(model_cfg.cell, model_cfg.units, model_cfg.layers, model_cfg.dropout,
-                            model_cfg.bidirectional, return_sequences=sequence and not step,
-                            return_state=step, name="series")
-    head = output_head(horizon, name="forecast")
-    if not step:
-        x, _ = apply_stack(stack, values)
-        return keras.Model(values, head(x), name="series_model")
-    x, state_inputs, states = stateful_step(stack, values, model_cfg.cell, model_cfg.units, model_cfg.layers)
-    return keras.Model([values, *state_inputs], [head(x), *states], name="series_model_step")
-
-
 def step_function(run: Any) -> StepFunction:
     """A compiled single-step model that shares the run's trained weights."""
     import tensorflow as tf

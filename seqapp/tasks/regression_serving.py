@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from seqapp.exporting import LiteRTGraph, Serving, Tensor, after_checks, convert_litert, portable
+from seqapp.serving import LiteRTGraph, Serving, Tensor, after_checks, convert_litert, portable
+from seqapp.tasks.regression_model import series_model
 
 
 class SeriesServing(Serving):
@@ -84,8 +85,6 @@ class SeriesServing(Serving):
 
     def step_model(self) -> Any:
         """The single-step model, sharing the run's trained weights."""
-        from seqapp.tasks.regression import series_model
-
         model = series_model(self.run.config.model, self.run.preprocessing["horizon"], step=True)
         model.set_weights(self.run.model.get_weights())
         return portable(model)

@@ -24,7 +24,7 @@ from seqapp.errors import SeqappError
 from seqapp.layers import apply_stack, output_head, recurrent_stack
 from seqapp.metrics import class_table, classification_metrics, confusion_table
 from seqapp.plots import plot_confusion
-from seqapp.tasks.base import JSON_OUTPUT, PredictOption, Splits, Task, held_out, main_split
+from seqapp.tasks.base import JSON_OUTPUT, Objective, PredictOption, Splits, Task, held_out, main_split
 from seqapp.text import OOV_ID, PAD_ID, Tokenizer, pad
 
 DEFAULT_DATA = "sentiment.tsv"
@@ -142,19 +142,16 @@ class Sentiment(Task):
 
     # -- model ------------------------------------------------------------------------
     def build_model(self, cfg: Config, prep: dict) -> Any:
+        return classifier(len(prep["tokenizer"]["vocab"]), len(prep["classes"]), cfg.model)
+
+    def objective(self, cfg: Config, prep: dict) -> Objective:
         import keras
 
-        from seqapp.training import optimizer
-
-        binary = len(prep["classes"]) == 2
-        model = classifier(len(prep["tokenizer"]["vocab"]), len(prep["classes"]), cfg.model)
-        if binary:
-            loss, accuracy = keras.losses.BinaryCrossentropy(), keras.metrics.BinaryAccuracy(name="accuracy")
-        else:
-            loss = keras.losses.SparseCategoricalCrossentropy()
-            accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-        model.compile(optimizer=optimizer(cfg.train), loss=loss, metrics=[accuracy])
-        return model
+        if len(prep["classes"]) == 2:
+            return Objective(loss=keras.losses.BinaryCrossentropy(),
+                             metrics=[keras.metrics.BinaryAccuracy(name="accuracy")])
+        return Objective(loss=keras.losses.SparseCategoricalCrossentropy(),
+                         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
 
     # -- evaluation -------------------------------------------------------------------
     def evaluate(self, run: Any, splits: Splits) -> dict:
@@ -399,7 +396,7 @@ def labelled_dataset(examples: Examples, prep: dict, batch_size: int, shuffle: b
     """A ``tf.data`` pipeline of (token ids, label, class weight) batches."""
     import tensorflow as tf
 
-    from seqapp.training import shuffled
+    from seqapp.pipeline import shuffled
 
     tokenizer = Tokenizer.from_dict(prep["tokenizer"])
     x = encode_texts(tokenizer, examples.texts, prep["max_len"])

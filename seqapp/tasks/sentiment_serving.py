@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from seqapp.exporting import LiteRTGraph, Serving, Tensor, convert_litert
+from seqapp.serving import LiteRTGraph, Serving, Tensor, convert_litert
 from seqapp.text import OOV_ID, PAD_ID
 
 

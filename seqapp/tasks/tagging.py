@@ -30,7 +30,7 @@ from seqapp.errors import SeqappError
 from seqapp.layers import is_recurrent, output_head, recurrent_stack
 from seqapp.metrics import class_table, classification_metrics, entity_scores, is_bio
 from seqapp.plots import plot_confusion
-from seqapp.tasks.base import JSON_OUTPUT, PredictOption, Splits, Task, held_out, log, main_split
+from seqapp.tasks.base import JSON_OUTPUT, Objective, PredictOption, Splits, Task, held_out, log, main_split
 from seqapp.tasks.tagging_data import (
     CONLLU_TAG_COLUMNS,
     Encoder,
@@ -147,21 +147,18 @@ class Tagging(Task):
 
     # -- model ------------------------------------------------------------------------
     def build_model(self, cfg: Config, prep: dict) -> Any:
-        """The tagger, compiled with a padding-free loss and token accuracy.
+        return tagger(prep, cfg.model)
+
+    def objective(self, cfg: Config, prep: dict) -> Objective:
+        """A padding-free loss and token accuracy (the datasets weigh padding 0).
 
         Label smoothing keeps the validation loss falling while accuracy still rises (without
         it the loss turns up early from overconfidence and early stopping cuts training short).
         """
         import keras
 
-        from seqapp.training import optimizer
-
-        steps_per_epoch = -(-prep["train_sentences"] // cfg.train.batch_size)
-        model = tagger(prep, cfg.model)
-        model.compile(optimizer=optimizer(cfg.train, steps_per_epoch),
-                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.model.label_smoothing),
-                      weighted_metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
-        return model
+        return Objective(loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.model.label_smoothing),
+                         weighted_metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
 
     # -- evaluation -------------------------------------------------------------------
     def evaluate(self, run: Any, splits: Splits) -> dict:

@@ -265,7 +265,7 @@ def tagged_dataset(sentences: Sentences, prep: dict, batch_size: int, shuffle: b
     """
     import tensorflow as tf
 
-    from seqapp.training import shuffled
+    from seqapp.pipeline import shuffled
 
     lengths = [len(tokens) for tokens in sentences.tokens]
     tokens = [token for sentence in sentences.tokens for token in sentence]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from seqapp.exporting import LiteRTGraph, Serving, Tensor, convert_litert
+from seqapp.serving import LiteRTGraph, Serving, Tensor, convert_litert
 from seqapp.text import END_ID, PAD_ID, START_ID
 
 

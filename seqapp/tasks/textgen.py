@@ -19,8 +19,8 @@ import numpy as np
 from seqapp import datafiles, litert, sampling
 from seqapp.config import Config, setting
 from seqapp.errors import SeqappError
-from seqapp.layers import apply_stack, output_head, recurrent_stack, stateful_step
-from seqapp.tasks.base import RANDOM_SEED, PredictOption, Splits, Task, log
+from seqapp.tasks.base import RANDOM_SEED, Objective, PredictOption, Splits, Task, log
+from seqapp.tasks.textgen_model import language_model, step_model
 from seqapp.text import END_ID, PAD_ID, SPECIALS, START_ID, Tokenizer
 
 DEFAULT_CORPUS = "corpus.txt"
@@ -98,7 +98,7 @@ class TextGen(Task):
         }
 
     def datasets(self, cfg: Config, prep: dict, splits: Splits) -> tuple[Any, Any]:
-        from seqapp.training import make_dataset
+        from seqapp.pipeline import make_dataset
 
         tokenizer = Tokenizer.from_dict(prep["tokenizer"])
         stride = cfg.data.stride or prep["seq_len"]
@@ -110,14 +110,12 @@ class TextGen(Task):
 
     # -- model ------------------------------------------------------------------------
     def build_model(self, cfg: Config, prep: dict) -> Any:
+        return language_model(len(prep["tokenizer"]["vocab"]), cfg.model)
+
+    def objective(self, cfg: Config, prep: dict) -> Objective:
         import keras
 
-        from seqapp.training import optimizer
-
-        model = language_model(len(prep["tokenizer"]["vocab"]), cfg.model)
-        model.compile(optimizer=optimizer(cfg.train),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        return model
+        return Objective(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
     # -- evaluation -------------------------------------------------------------------
     def evaluate(self, run: Any, splits: Splits) -> dict:
@@ -241,30 +239,6 @@ def mean_cross_entropy(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int
     return total / count
 
 
-def language_model(vocab_size: int, model_cfg: Any, step: bool = False) -> Any:
-    """Embedding -> recurrent stack -> Dense logits over the vocabulary.
-
-    With ``step=True`` the same architecture takes the recurrent states as extra inputs
-    and returns the last position's logits and the new states: the single-step model
-    for stateful generation. Both variants create their layers in the same order, so
-    ``step_model.set_weights(model.get_weights())`` shares the trained weights.
-    """
-    import keras
-
-    tokens = keras.Input((None,), dtype="int32", name="tokens")
-    unit_normal = keras.initializers.RandomNormal(stddev=1.0)  # Keras's own +-0.05 starts the LSTM on near-zero
-    x = keras.layers.Embedding(vocab_size, model_cfg.embedding_dim, embeddings_initializer=unit_normal,
-                               name="embedding")(tokens)  # inputs: 2.12 -> 1.81 val loss after 60 s (README)
-    stack = recurrent_stack(model_cfg.cell, model_cfg.units, model_cfg.layers, model_cfg.dropout,
-                            return_sequences=True, return_state=step, name="lm")
-    head = output_head(vocab_size, name="next_token_logits")
-    if not step:
-        x, _ = apply_stack(stack, x)
-        return keras.Model(tokens, head(x), name="language_model")
-    x, state_inputs, states = stateful_step(stack, x, model_cfg.cell, model_cfg.units, model_cfg.layers)
-    return keras.Model([tokens, *state_inputs], [head(x[:, -1, :]), *states], name="language_model_step")
-
-
 def step_function(run: Any, engine: str = "tf") -> Any:
     """The run's single-step model: compiled Keras sharing the trained weights (``tf``), or the
     LiteRT graph saved with the run (``litert``, see :mod:`seqapp.litert`). Built once per run
@@ -276,11 +250,6 @@ def step_function(run: Any, engine: str = "tf") -> Any:
         else:
             run.cache[key] = sampling.StepFunction.sharing_weights(step_model(run), run.model)
     return run.cache[key]
-
-
-def step_model(run: Any) -> Any:
-    """A fresh single-step language model for the run's settings (weights not yet copied)."""
-    return language_model(len(run.preprocessing["tokenizer"]["vocab"]), run.config.model, step=True)
 
 
 def export_step(run: Any, folder: Path) -> None:

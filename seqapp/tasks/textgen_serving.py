@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from seqapp.exporting import LiteRTGraph, Serving, Tensor, after_checks, convert_litert, portable
+from seqapp.serving import LiteRTGraph, Serving, Tensor, after_checks, convert_litert, portable
+from seqapp.tasks.textgen_model import step_model
 from seqapp.text import SPECIALS
 
 
@@ -50,8 +51,6 @@ class TextGenServing(Serving):
 
     def step_model(self) -> Any:
         """The single-step model, sharing the run's trained weights."""
-        from seqapp.tasks.textgen import step_model
-
         model = step_model(self.run)
         model.set_weights(self.run.model.get_weights())
         return portable(model)

@@ -24,17 +24,18 @@ from seqapp.config import Config, ModelConfig, setting
 from seqapp.errors import SeqappError
 from seqapp.layers import state_size
 from seqapp.plots import attention_heatmap
-from seqapp.tasks.base import JSON_OUTPUT, PredictOption, Splits, Task, format_nested, log
+from seqapp.tasks.base import JSON_OUTPUT, Objective, PredictOption, Splits, Task, format_nested, log
 from seqapp.tasks.translate_decoding import Hypothesis, KerasTranslator, LiteRTTranslator, Translator
 from seqapp.tasks.translate_model import (
     LITERT_ENCODER,
     LITERT_STEP,
     decoder_units,
     export_litert,
-    inference_models,
     memory_count,
     seq2seq_layers,
+    trained_inference_models,
     training_model,
+    vocab_sizes,
 )
 from seqapp.text import PAD_ID, WORD_PATTERN, Tokenizer, pad
 
@@ -118,7 +119,7 @@ class Translate(Task):
         }
 
     def datasets(self, cfg: Config, prep: dict, splits: Splits) -> tuple[Any, Any]:
-        from seqapp.training import make_dataset
+        from seqapp.pipeline import make_dataset
 
         tokenizers = tokenizers_of(prep)
         x, y = teacher_forcing_arrays(splits.train, *tokenizers)
@@ -130,15 +131,12 @@ class Translate(Task):
 
     # -- model ------------------------------------------------------------------------
     def build_model(self, cfg: Config, prep: dict) -> Any:
+        return training_model(seq2seq_layers(cfg.model, *vocab_sizes(prep)))
+
+    def objective(self, cfg: Config, prep: dict) -> Objective:
         import keras
 
-        from seqapp.training import optimizer
-
-        layers = seq2seq_layers(cfg.model, *vocab_sizes(prep))
-        model = training_model(layers)
-        model.compile(optimizer=optimizer(cfg.train),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=PAD_ID))
-        return model
+        return Objective(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=PAD_ID))
 
     def translator(self, run: Any, engine: str = "tf") -> Translator:
         """The run's step-by-step translator on ``engine`` (built once per run and process)."""
@@ -326,11 +324,6 @@ def tokenizers_of(prep: dict) -> tuple[Tokenizer, Tokenizer]:
     return Tokenizer.from_dict(prep["source_tokenizer"]), Tokenizer.from_dict(prep["target_tokenizer"])
 
 
-def vocab_sizes(prep: dict) -> tuple[int, int]:
-    """Source and target vocabulary sizes (specials included)."""
-    return len(prep["source_tokenizer"]["vocab"]), len(prep["target_tokenizer"]["vocab"])
-
-
 def teacher_forcing_arrays(groups: Groups, source_tokenizer: Tokenizer,
                            target_tokenizer: Tokenizer) -> tuple[dict, np.ndarray]:
     """Padded model inputs ``{source, target_in = <s> target}`` and outputs ``target </s>``."""
@@ -431,10 +424,3 @@ def make_translator(run: Any, engine: str = "tf") -> Translator:
     units = decoder_units(model_cfg)
     return KerasTranslator(encoder, step, *settings, memory_size=units,
                            state_sizes=[units] * (state_size(model_cfg.cell) * model_cfg.layers))
-
-
-def trained_inference_models(run: Any) -> tuple[Any, Any]:
-    """The encoder and decoder-step models, sharing the run's trained weights."""
-    layers = seq2seq_layers(run.config.model, *vocab_sizes(run.preprocessing))
-    training_model(layers).set_weights(run.model.get_weights())
-    return inference_models(layers, run.config.model)

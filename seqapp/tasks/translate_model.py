@@ -150,3 +150,15 @@ def export_litert(encoder: Any, step: Any, folder: Path) -> bool:
                   for tensor in step.inputs]
     return litert.export(folder, LITERT_ENCODER, encoder, [source]) and litert.export(folder, LITERT_STEP, step,
                                                                                       step_specs)
+
+
+def vocab_sizes(prep: dict) -> tuple[int, int]:
+    """Source and target vocabulary sizes (specials included)."""
+    return len(prep["source_tokenizer"]["vocab"]), len(prep["target_tokenizer"]["vocab"])
+
+
+def trained_inference_models(run: Any) -> tuple[Any, Any]:
+    """The encoder and decoder-step models, sharing the run's trained weights."""
+    layers = seq2seq_layers(run.config.model, *vocab_sizes(run.preprocessing))
+    training_model(layers).set_weights(run.model.get_weights())
+    return inference_models(layers, run.config.model)

@@ -22,8 +22,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from seqapp.exporting import Serving, Tensor, portable
+from seqapp.serving import Serving, Tensor, portable
 from seqapp.tasks.translate_decoding import BANNED_IDS
+from seqapp.tasks.translate_model import memory_count, trained_inference_models
 from seqapp.text import END_ID, NO_SPACE_AFTER, NO_SPACE_BEFORE, PAD_ID, SPECIALS, START_ID
 
 
@@ -57,8 +58,6 @@ class TranslateServing(Serving):
 
     def models(self) -> tuple[Any, Any]:
         """The encoder and the one-step decoder, sharing the run's trained weights, on portable kernels."""
-        from seqapp.tasks.translate import trained_inference_models
-
         encoder, step = trained_inference_models(self.run)
         return portable(encoder), portable(step)
 
@@ -66,8 +65,6 @@ class TranslateServing(Serving):
         import tensorflow as tf
 
         from seqapp import text_graph
-        from seqapp.tasks.translate_model import memory_count
-
         prep = self.run.preprocessing
         module = tf.Module()
         module.encoder, module.step = self.models()
