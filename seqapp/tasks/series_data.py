@@ -1,6 +1,7 @@
 """Time series for the sine task: where the values come from and how they are cut up.
 
-Plain NumPy, no TensorFlow: synthetic noisy sine waves or one numeric column of a CSV
+Plain NumPy, no TensorFlow: the data settings (:class:`SineDataConfig`, the task's
+``data`` section); synthetic noisy sine waves or one numeric column of a CSV
 file; chronological train / val / test ranges; input windows and their targets; the
 normalised values the model reads and predicts; the naive forecasts (last value,
 seasonal) that every model is judged against, and the error figures of a forecast.
@@ -11,16 +12,49 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from seqapp import datafiles
+from seqapp.config import setting
 from seqapp.errors import SeqappError
 from seqapp.tasks.base import Splits
 
-if TYPE_CHECKING:
-    from seqapp.tasks.regression import SineDataConfig
+
+@dataclass
+class SineDataConfig:
+    """Where the series comes from (synthetic sines or a CSV file) and how it is windowed."""
+
+    path: str | None = setting(None, "CSV file with a header row and one row per time step; null: synthetic sine waves")
+    column: str | None = setting(None, "the CSV column to forecast; null: the last numeric column")
+    date_column: str | None = setting(None, "the CSV column of time labels, for plots; "
+                                            "null: the first non-numeric column, if any")
+    window: int = setting(50, "past values the model reads for one forecast", min=1)
+    horizon: int = setting(1, "values forecast from each window (target: next)", min=1)
+    target: str = setting("next", "next: the horizon values after the window; sequence: at every position "
+                                  "of the window, the value after it", choices=("next", "sequence"))
+    stride: int = setting(1, "steps between the starts of consecutive training windows", min=1)
+    difference: bool = setting(False, "model the change from one step to the next (for a series with a trend)")
+    period: int | None = setting(None, "seasonal period in steps, for the seasonal baseline; "
+                                       "null: detected by autocorrelation", min=2)
+    val_fraction: float = setting(0.15, "share of each series, after the training part, used for validation",
+                                  min=0.0, max=0.5, high_open=True)
+    test_fraction: float = setting(0.15, "share at the end of each series held out for testing",
+                                   min=0.0, max=0.5, low_open=True, high_open=True)
+    count: int = setting(40, "synthetic data: number of series", min=1)
+    length: int = setting(1000, "synthetic data: values per series", min=2)
+    frequency: list[float] = setting(help="synthetic data: [low, high] range of each wave's frequency, "
+                                          "in cycles per step (below 0.5)",
+                                     factory=lambda: [0.02, 0.05], min=0.0, max=0.5, low_open=True, high_open=True)
+    amplitude: list[float] = setting(help="synthetic data: [low, high] range of each wave's amplitude",
+                                     factory=lambda: [1.0, 1.0], min=0.0)
+    phase: float | None = setting(None, "synthetic data: phase of every wave, in radians; "
+                                        "null: a random phase per series")
+    noise_sd: float = setting(0.1, "synthetic data: standard deviation of the Gaussian noise added to each value",
+                              min=0.0)
+    random_seed: int = setting(0, "synthetic data: seed that draws the waves and their noise", min=0)
+
 
 MISSING = {"", "na", "nan", "n/a", "null", "none", "?", "-"}  # cells read as a missing value
 
