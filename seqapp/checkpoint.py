@@ -214,7 +214,8 @@ class Checkpointer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = {key: float(value) for key, value in (logs or {}).items()}
-        logs["learning_rate"] = float(self.model.optimizer.learning_rate)  # a schedule's value after this epoch
+        # the rate after this epoch (a schedule's value); a variable under a distribution strategy
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         done = max((len(values) for values in self.state.history.values()), default=0)
         for key, value in logs.items():
             # a column new to a resumed training (one begun by an older seqapp) is empty before it

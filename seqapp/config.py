@@ -9,7 +9,7 @@ Every value is checked against its field's type and allowed range, so a mistake 
 reported with the key, the bad value and what is allowed, before any training starts.
 
 Each field's help text and its range or choices live beside it, in its metadata, so
-they are documented once (``seqapp config show``, the README's settings tables)::
+they are documented once (``seqapp config show``, the settings reference, docs/settings.md)::
 
     units: int = setting(256, "units per recurrent layer", min=1)
     cell: str = setting("lstm", "recurrent cell of every layer", choices=("simplernn", "lstm", "gru"))
@@ -38,7 +38,7 @@ def setting(default: Any = None, help: str = "", *, factory: Any = None, choices
             low_open: bool = False, high_open: bool = False) -> Any:
     """A config field with its help text and allowed values, documented in one place.
 
-    ``seqapp config show`` and the README's settings tables are written from this
+    ``seqapp config show`` and docs/settings.md (the settings reference) are written from this
     metadata, and :func:`check_value` enforces it::
 
         units: int = setting(256, "units per recurrent layer", min=1)
@@ -82,6 +82,8 @@ class TrainConfig:
     random_seed: int = setting(0, "seed of weights, shuffling and dropout (--random-seed)", min=0)
     checkpoint_every: int = setting(0, "also save the training state every this many batches, not only at each "
                                     "epoch's end; 0: epoch ends only", min=0)
+    litert: bool = setting(True, "at the end of training, convert the graphs that answer queries to LiteRT (generate, "
+                           "predict and serve then run without TensorFlow); false: skip the conversion, answer on tf")
     # On a CPU XLA trains fixed-length LSTM windows about twice as fast, after a few seconds
     # of compiling; inputs whose length changes from batch to batch recompile every time.
     jit_compile: bool | None = setting(None, "XLA-compile the training step; null: Keras's choice (off on CPUs); "
@@ -99,6 +101,11 @@ class TrainConfig:
     fast_rnn: bool = setting(True, "train LSTM/GRU/SimpleRNN layers with seqapp's CPU loop: one input projection, "
                              "weight gradients as single large products (same weights, stock layers saved); "
                              "false: Keras's own loop")
+    # seqapp.fastrnn.keep_freed_memory: glibc's mallopt, process-wide and for good; applied
+    # only when fast_rnn gives at least one layer the fast loop.
+    keep_freed_memory: bool = setting(True, "with fast_rnn: have glibc keep freed memory for reuse (no mmap for "
+                                      "large blocks), so a step does not page its buffers in again; process-wide, "
+                                      "the process keeps its peak memory; false: the C library's defaults")
 
 
 @dataclass

@@ -1,12 +1,13 @@
-"""Settings documented once: ``seqapp config show`` and the README's settings tables.
+"""Settings documented once: ``seqapp config show`` and the settings reference, docs/settings.md.
 
 Every config field carries its help text and its allowed values in its metadata (see
 :func:`seqapp.config.setting`). This module writes that metadata out twice: as the
 comments of a resolved template (``seqapp config show sine > my.yaml`` gives a file to
-edit and train with) and as the README's settings tables, which a test compares with
-the README so the two cannot drift. Regenerate the README section with::
+edit and train with) and as the tables of ``docs/settings.md``, which a test
+(``tests/test_config.py``) compares with the code so the two cannot drift. Regenerate the
+tables, from the repository root, with::
 
-    python -m seqapp.configdoc README.md
+    python -m seqapp.configdoc            # or: python -m seqapp.configdoc docs/settings.md
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import yaml
 
 from seqapp.config import SECTIONS, Config, describe_range
 
-BEGIN, END = "<!-- settings:begin (python -m seqapp.configdoc README.md) -->", "<!-- settings:end -->"
+SETTINGS_DOC = Path("docs") / "settings.md"  # the settings reference, relative to the repository root
+BEGIN, END = "<!-- settings:begin (python -m seqapp.configdoc docs/settings.md) -->", "<!-- settings:end -->"
 
 
 def type_name(hint: Any) -> str:
@@ -97,7 +99,7 @@ def markdown_table(cfg: Config) -> list[str]:
 
 
 def settings_markdown() -> str:
-    """The README's settings section body: one table per task, from its bundled template."""
+    """The settings reference's generated body: one table per task, from its bundled template."""
     from seqapp.tasks import REGISTRY, load_config
 
     lines = [BEGIN, ""]
@@ -107,13 +109,13 @@ def settings_markdown() -> str:
 
 
 def readme_section(readme: str) -> str:
-    """The generated part of a README text (between the markers), or '' if it has none."""
+    """The generated part of a Markdown text such as docs/settings.md (between the markers), or ''."""
     start, end = readme.find(BEGIN), readme.find(END)
     return readme[start:end + len(END)] if start >= 0 and end > start else ""
 
 
 def update_readme(path: Path) -> bool:
-    """Rewrite the settings section of the README at ``path``; True if it changed."""
+    """Rewrite the generated settings tables of the Markdown file at ``path``; True if it changed."""
     text = path.read_text(encoding="utf-8")
     old = readme_section(text)
     if not old:
@@ -124,5 +126,5 @@ def update_readme(path: Path) -> bool:
 
 
 if __name__ == "__main__":
-    readme = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
-    print(f"{readme}: {'updated' if update_readme(readme) else 'already up to date'}")
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else SETTINGS_DOC
+    print(f"{target}: {'updated' if update_readme(target) else 'already up to date'}")

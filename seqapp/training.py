@@ -301,7 +301,8 @@ def finish(ready: Prepared, cfg: Config, folder: Path, history: dict) -> Run:
     save_model(ready.model, folder / "model.keras")
     faults.point("final_save")
     run = Run(path=folder, config=cfg, preprocessing=ready.preprocessing, _model=ready.model)
-    ready.task.export(float32_twin(ready, run), folder)  # fast inference graphs (LiteRT), where the task has them
+    if cfg.train.litert:  # fast inference graphs (LiteRT), where the task has them
+        ready.task.export(float32_twin(ready, run), folder)
     metrics = ready.task.evaluate(run, ready.splits)
     metrics["epochs_trained"] = len(next(iter(history.values()), []))
     files.write_json(folder / "metrics.json", metrics)

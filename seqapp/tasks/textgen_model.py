@@ -23,7 +23,7 @@ def language_model(vocab_size: int, model_cfg: Any, step: bool = False) -> Any:
     tokens = keras.Input((None,), dtype="int32", name="tokens")
     unit_normal = keras.initializers.RandomNormal(stddev=1.0)  # Keras's own +-0.05 starts the LSTM on near-zero
     x = keras.layers.Embedding(vocab_size, model_cfg.embedding_dim, embeddings_initializer=unit_normal,
-                               name="embedding")(tokens)  # inputs: 2.12 -> 1.81 val loss after 60 s (README)
+                               name="embedding")(tokens)  # inputs: 2.12 -> 1.81 val loss after 60 s (docs/tasks.md)
     stack = recurrent_stack(model_cfg.cell, model_cfg.units, model_cfg.layers, model_cfg.dropout,
                             return_sequences=True, return_state=step, name="lm")
     head = output_head(vocab_size, name="next_token_logits")
