@@ -35,6 +35,7 @@ def build(data: Path, cell: str, units: int, batch: int, seq_len: int, jit: bool
     cfg = seqapp_config(data, cell, units, batch, seq_len)
     cfg.train.fast_rnn = False  # this benchmark chooses itself
     ready = prepare(cfg)  # seeded: both copies start from the same weights
+    fastrnn.keep_freed_memory()  # as training does with train.keep_freed_memory (process-wide: both sides)
     if fast:
         fastrnn.accelerate(ready.model)
     set_jit_compile(ready.model, jit)  # as training.fit does

@@ -14,16 +14,24 @@ looked up (:func:`project_steps`).
 :func:`accelerate` swaps each eligible layer's ``inner_loop`` (an attribute of that layer
 instance) for the fast one. The weights are the layer's own variables in Keras's gate
 order, so nothing about the saved model changes: ``model.keras`` holds stock layers and
-loads without seqapp. The fast loop is taken only while training (``training=True``); in
-every other case (inference, export, a mask, dropout inside the cell, other activations,
-``reset_after=False``, mixed precision, a GPU where Keras uses cuDNN) the stock code runs.
-It also asks glibc to keep freed memory (:func:`keep_freed_memory`), for stock and fast
-loops alike. ``train.fast_rnn`` turns it on for a run (:func:`seqapp.training.prepare`).
+loads without seqapp. The fast loop is exact or absent: it gives the stock layer's outputs
+and gradients (to float rounding; ``tests/test_fastrnn.py`` checks every cell at T=200,
+256 units, eager, XLA and Bidirectional), and whatever it does not cover keeps Keras's own
+code. :func:`unsupported` leaves a layer untouched for good (subclasses, ``unroll``, dropout,
+no bias, activations other than Keras's tanh and sigmoid, ``reset_after=False``, mixed
+precision, a mask in the model's graph; on a GPU nothing is touched, Keras uses cuDNN
+there). At call time the fast loop runs only in training (``training=True``) without a
+mask. When no recurrent layer of a model takes it, one note goes to the ``seqapp`` logger.
+
+:func:`keep_freed_memory`, a process-wide allocator setting that makes compiled training
+steps faster, is a start-up step of its own: nothing here calls it. ``train.fast_rnn`` and
+``train.keep_freed_memory`` turn them on for a run (:mod:`seqapp.training`).
 """
 
 from __future__ import annotations
 
 import ctypes
+import logging
 from typing import Any
 
 import tensorflow as tf
@@ -31,38 +39,50 @@ import tensorflow as tf
 _STOCK = "_seqapp_stock_inner_loop"  # the attribute that keeps the layer's own inner_loop
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
 _heap_kept: bool | None = None
+log = logging.getLogger("seqapp")
 
 
 # -- choosing the layers ---------------------------------------------------------------
 
 
-def accelerate(model: Any) -> int:
-    """Give every eligible recurrent layer of ``model`` the fast training loop; return how many.
+def accelerate(model: Any) -> list:
+    """Give every eligible recurrent layer of ``model`` the fast training loop; return the
+    layers that have it (those given it by an earlier call too: calling it again changes nothing).
 
-    Layers inside ``Bidirectional`` wrappers and nested models count. Calling it again
-    changes nothing. On a machine with a GPU nothing is changed (Keras uses cuDNN there).
+    Layers inside ``Bidirectional`` wrappers and nested models count. On a machine with a GPU
+    nothing is changed (Keras uses cuDNN there) and nothing is noted. When the model has
+    recurrent layers and none can take the fast loop, one note to the ``seqapp`` logger says
+    why. The allocator (:func:`keep_freed_memory`) is not touched.
     """
     if tf.config.list_logical_devices("GPU"):
-        return 0
-    keep_freed_memory()
-    count = 0
-    for layer in recurrent_layers(model):
-        if not hasattr(layer, _STOCK) and unsupported(layer) is None:
-            stock = layer.inner_loop
-            object.__setattr__(layer, _STOCK, stock)  # plain attributes: Keras tracks nothing here
-            object.__setattr__(layer, "inner_loop", _fast_inner_loop(layer, stock))
-            count += 1
-    return count
+        return []
+    calls = recurrent_calls(model)
+    refusals = [(layer, unsupported(layer, called)) for layer, called in calls]
+    fresh = [layer for layer, why in refusals if why is None and not hasattr(layer, _STOCK)]
+    usage = _Usage(fresh)
+    for layer in fresh:
+        stock = layer.inner_loop
+        object.__setattr__(layer, _STOCK, stock)  # plain attributes: Keras tracks nothing here
+        object.__setattr__(layer, "inner_loop", _fast_inner_loop(layer, stock, usage))
+    fast = [layer for layer, _ in calls if hasattr(layer, _STOCK)]
+    if calls and not fast:
+        _note([(layer.name, why) for layer, why in refusals])
+    return fast
 
 
 def keep_freed_memory() -> bool:
-    """Have glibc keep freed memory for reuse instead of handing large blocks back to the OS.
+    """Have glibc keep freed memory for reuse instead of handing large blocks back to the OS;
+    return whether it does. A start-up step of its own (``train.keep_freed_memory``).
 
-    A compiled training step allocates its large temporaries (gate buffers of tens of MB)
-    afresh every step; glibc serves blocks that size with mmap and unmaps them on free, so
-    each step page-faults all of them in again: a quarter to a third of an LSTM-256 step's
-    CPU time on a 2-core machine. With mmap off and a high trim threshold they stay in the
-    heap. Process-wide, once; a no-op (False) where the C library is not glibc.
+    Why: a compiled training step allocates its large temporaries (gate buffers of tens of
+    MB) afresh every step; glibc serves blocks that size with mmap and unmaps them on free,
+    so each step page-faults all of them in again. With mmap off and a 1 GiB trim threshold
+    they stay in the heap. Measured on the textgen LSTM-256 (batch 64 x 100, XLA, 2-core
+    EPYC): page faults per step 22,900 -> ~10 with the fast loop (48,500 -> ~7 with Keras's),
+    CPU time per step about 0.75x, peak memory +170 MB (of 1.05 GB). The price: it holds for
+    the whole process and for good (:func:`restore` does not undo it, nothing does), and the
+    process keeps its peak heap instead of returning it to the OS. Once per process; a no-op
+    (False) where the C library is not glibc.
     """
     global _heap_kept
     if _heap_kept is None:
@@ -85,55 +105,121 @@ def restore(model: Any) -> None:
 
 
 def recurrent_layers(model: Any) -> list:
-    """The stock LSTM, GRU and SimpleRNN layers of ``model``, also inside Bidirectional wrappers."""
+    """The LSTM, GRU and SimpleRNN layers of ``model``, also inside Bidirectional wrappers."""
+    return [layer for layer, _ in recurrent_calls(model)]
+
+
+def recurrent_calls(model: Any) -> list[tuple[Any, Any]]:
+    """``(layer, called)`` for each recurrent layer of ``model`` (:func:`recurrent_layers`):
+    ``called`` is the layer whose calls the model's graph records, the layer itself or its
+    Bidirectional wrapper."""
     import keras
 
     kinds = (keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN)
-    found = []
+    found: dict[int, tuple[Any, Any]] = {}
     for layer in model._flatten_layers(include_self=True, recursive=True):
         if isinstance(layer, keras.layers.Bidirectional):
-            found += [layer.forward_layer, layer.backward_layer]
+            for inner in (layer.forward_layer, layer.backward_layer):
+                found[id(inner)] = (inner, layer)
         elif isinstance(layer, kinds):
-            found.append(layer)
-    return [layer for layer in found if type(layer) in kinds]  # subclasses may change the cell's maths
+            found.setdefault(id(layer), (layer, layer))
+    return [pair for pair in found.values() if isinstance(pair[0], kinds)]
 
 
-def unsupported(layer: Any) -> str | None:
-    """Why ``layer`` cannot take the fast loop at all, or None when it can."""
+def unsupported(layer: Any, called: Any = None) -> str | None:
+    """Why ``layer`` must keep Keras's own loop for good, or None when it can take the fast one.
+
+    ``called`` (default ``layer``) is the layer the model's graph calls (:func:`recurrent_calls`).
+    Dropout and dtypes are fixed when a layer is made, so they are refused here rather than
+    at call time: a refused layer is never counted as accelerated.
+    """
+    import keras
+
     cell = layer.cell
-    if getattr(cell, "recurrent_dropout", 0):
-        return "recurrent_dropout"
-    if not cell.use_bias:
-        return "use_bias=False"
-    if layer.unroll:
-        return "unroll=True"
-    if _name(cell.activation) != "tanh":
-        return "activation is not tanh"
-    if hasattr(cell, "recurrent_activation") and _name(cell.recurrent_activation) != "sigmoid":
-        return "recurrent_activation is not sigmoid"
-    if hasattr(cell, "reset_after") and not cell.reset_after:
-        return "reset_after=False"
-    return None
+    tanh, sigmoid = _exact_activations()
+    checks = (
+        (type(layer) not in (keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN),
+         "a subclass (it may change the cell's maths)"),
+        (layer.unroll, "unroll=True"),
+        (getattr(cell, "dropout", 0) > 0 or getattr(cell, "recurrent_dropout", 0) > 0, "dropout"),
+        (not cell.use_bias, "use_bias=False"),
+        (not _one_of(cell.activation, tanh), "activation is not Keras's tanh"),
+        (not _one_of(getattr(cell, "recurrent_activation", tf.sigmoid), sigmoid),
+         "recurrent_activation is not Keras's sigmoid"),
+        (not getattr(cell, "reset_after", True), "reset_after=False"),
+        (cell.compute_dtype != "float32" or cell.variable_dtype != "float32", "not float32 (mixed precision)"),
+        (masked_in_graph(layer if called is None else called), "a masked input"),
+    )
+    return next((why for refused, why in checks if refused), None)
 
 
-def _name(function: Any) -> str:
-    return getattr(function, "__name__", "")
+def _exact_activations() -> tuple[tuple, tuple]:
+    """The functions that are exactly tanh and sigmoid, the ones Keras's own cuDNN check
+    accepts (keras.src.backend.tensorflow.rnn). Compared by identity: a custom function that
+    is merely *named* ``tanh`` computes something else."""
+    import keras
+
+    return ((keras.activations.tanh, keras.ops.tanh, tf.tanh),
+            (keras.activations.sigmoid, keras.ops.sigmoid, tf.sigmoid))
 
 
-def applies(layer: Any, mask: Any, training: Any) -> bool:
-    """Whether this call of ``layer`` takes the fast loop (see the module docstring)."""
-    cell = layer.cell
-    return (training is True and mask is None and not (getattr(cell, "dropout", 0) > 0)
-            and cell.compute_dtype == "float32" and cell.kernel.dtype == "float32")
+def _one_of(function: Any, allowed: tuple) -> bool:
+    return any(function is candidate for candidate in allowed)
 
 
-def _fast_inner_loop(layer: Any, stock: Any) -> Any:
-    """The replacement for ``layer.inner_loop``: the fast loop where it applies, else ``stock``."""
+def masked_in_graph(called: Any) -> bool:
+    """Whether the model's graph passes a mask to ``called`` (after ``Embedding(mask_zero=True)``,
+    a ``Masking`` layer or an explicit ``mask=``). A model without a graph (subclassed) shows
+    nothing here; a mask there is seen at call time, where the stock loop takes the call."""
+    import keras
+
+    for node in getattr(called, "_inbound_nodes", ()):
+        mask = node.arguments.kwargs.get("mask") if node.arguments is not None else None
+        if any(m is not None for m in keras.tree.flatten(mask)):
+            return True
+        if any(getattr(tensor, "_keras_mask", None) is not None for tensor in node.input_tensors):
+            return True
+    return False
+
+
+def _note(refusals: list[tuple[str, str | None]]) -> None:
+    """One line to the ``seqapp`` logger: no recurrent layer of a model takes the fast loop, and why."""
+    why = "; ".join(f"{name}: {reason}" for name, reason in refusals)
+    log.info("fast_rnn: no recurrent layer takes seqapp's fast loop, Keras's own loop trains them (%s)", why)
+
+
+class _Usage:
+    """Which layers of one :func:`accelerate` call took the fast loop in training calls.
+
+    A mask the model's graph did not show (a subclassed model, a mask passed by hand) sends
+    a training call to the stock loop. When every layer has fallen back so and none ran fast,
+    one note says so. A few Python operations per call, at trace time in a compiled step.
+    """
+
+    def __init__(self, layers: list) -> None:
+        self.names = {id(layer): layer.name for layer in layers}
+        self.fast: set[int] = set()
+        self.stock: set[int] = set()
+        self.noted = False
+
+    def record(self, layer: Any, fast: bool) -> None:
+        (self.fast if fast else self.stock).add(id(layer))
+        if not self.noted and not self.fast and len(self.stock) == len(self.names):
+            self.noted = True
+            _note([(name, "a mask at call time") for name in self.names.values()])
+
+
+def _fast_inner_loop(layer: Any, stock: Any, usage: _Usage) -> Any:
+    """The replacement for ``layer.inner_loop``: the fast loop for a training call without a
+    mask, else ``stock``; ``usage`` hears which a training call took."""
 
     def inner_loop(sequences: Any, initial_state: Any, mask: Any, training: Any = False) -> Any:
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
-        if not applies(layer, mask, training):
+        if training is not True:
+            return stock(sequences, initial_state, mask=mask, training=training)
+        usage.record(layer, fast=mask is None)
+        if mask is not None:
             return stock(sequences, initial_state, mask=mask, training=training)
         return run_layer(layer, sequences, initial_state)
 
@@ -147,6 +233,10 @@ def run_layer(layer: Any, sequences: Any, initial_state: Any) -> tuple[Any, Any,
     cell = layer.cell
     states = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
     states = [s[0] if isinstance(s, (list, tuple)) else s for s in states]  # GRU may nest its one state
+    # A stateful layer's states are its variables, which Keras assigns the new states after
+    # this call and before the backward pass runs: read them now, so the gradient sees the
+    # states this call started from (the custom gradient would otherwise read them again).
+    states = [tf.convert_to_tensor(s) for s in states]
     kernel, recurrent = tf.convert_to_tensor(cell.kernel), tf.convert_to_tensor(cell.recurrent_kernel)
     bias = tf.convert_to_tensor(cell.bias)
     input_bias = bias[0] if isinstance(layer, keras.layers.GRU) else bias

@@ -178,11 +178,14 @@ def batches_per_epoch(dataset: Any) -> int:
 
 def accelerated(model: Any, cfg: Config) -> Any:
     """``model`` with ``train.fast_rnn``'s training loop on its recurrent layers, if set
-    (:mod:`seqapp.fastrnn`; the layers stay stock Keras layers, and so does model.keras)."""
+    (:mod:`seqapp.fastrnn`; the layers stay stock Keras layers, and so does model.keras); with
+    ``train.keep_freed_memory`` too, once a layer takes the fast loop, glibc keeps freed memory
+    (process-wide and for good: :func:`seqapp.fastrnn.keep_freed_memory`)."""
     if cfg.train.fast_rnn:
         from seqapp import fastrnn
 
-        fastrnn.accelerate(model)
+        if fastrnn.accelerate(model) and cfg.train.keep_freed_memory:
+            fastrnn.keep_freed_memory()
     return model
 
 
