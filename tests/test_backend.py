@@ -3,8 +3,10 @@
 Each test runs a child Python that calls ``backend.start()`` first. Most use a stand-in
 ``tensorflow`` package (``fake_tf``) whose import and device probe write notes, error lines
 and ordinary lines to descriptor 2, as TensorFlow's C++ runtime does: a child then takes a
-fraction of a second, and the lines are the same on every machine. One test starts the real
-TensorFlow to check that its notes on this machine are hidden.
+fraction of a second, and the lines are the same on every machine. Two tests start the real
+TensorFlow, to check that its start-up notes on this machine are hidden and that, with oneDNN
+on, a boolean transpose (a masked recurrent layer's) prints no oneDNN DT_BOOL line; a third
+(``process``) checks that the same child without seqapp's start does print it.
 """
 
 from __future__ import annotations
@@ -71,6 +73,29 @@ class config:
     def list_physical_devices(kind=None):
         write({CUINIT!r})
         return []
+
+# what backend.use_up_onednn_type_note() uses: running the graph writes oneDNN's DT_BOOL line
+graph_ran = False
+bool = "bool"
+transpose = lambda tensor: tensor
+class Graph:
+    def as_default(self):
+        import contextlib
+        return contextlib.nullcontext()
+class compat:
+    class v1:
+        placeholder = staticmethod(lambda dtype, shape: "mask")
+        ConfigProto = staticmethod(lambda **kwargs: kwargs)
+        class Session:
+            def __init__(self, graph=None, config=None):
+                assert config == {{"device_count": {{"GPU": 0}}}}
+            def __enter__(self):
+                return self
+            def __exit__(self, *exc):
+                return False
+            def run(self, fetches, feed):
+                globals()["graph_ran"] = True
+                write({ONEDNN_ERROR!r})
 """
 SHOWN = ["a C-level line that is not a note", "a Python warning while importing", GPU_ERROR.decode().strip()]
 
@@ -177,6 +202,7 @@ def test_a_large_write_from_c_with_the_gil_held_completes(fake_tf):
     assert out.stderr.endswith(b"x" * (1 << 20)) and out.stderr.count(b"x" * 1024) == 1024
 
 
+@pytest.mark.process  # a real TensorFlow in a child process
 def test_real_tensorflow_start_up_notes_are_hidden():
     out = run_child("print('ready', file=sys.stderr)\n", child_env(), nvidia=None)
     assert out.returncode == 0, out.stderr
@@ -229,11 +255,121 @@ def test_seqapp_tf_logs_shows_everything(fake_tf):
 
 def test_replay_drops_only_the_notes_and_keeps_error_lines_byte_for_byte(capfdbinary):
     odd = b"ordinary \xff bytes\n"
+    half = ONEDNN_ERROR.replace(b"DT_BOOL", b"DT_HALF")  # not provoked by seqapp: shown
     captured = b"".join([NOTES[0], b"first\n", NOTES[2], CUINIT, GPU_ERROR, odd, NOTES[3], NOTES[4],
-                         ONEDNN_ERROR, b"W0000 00:00:1795611872.2 3443 other.cc:9] a warning\n", b"no newline"])
+                         ONEDNN_ERROR, half, b"W0000 00:00:1795611872.2 3443 other.cc:9] a warning\n",
+                         b"no newline"])
     backend.replay(captured, hide_cuinit=True)
-    kept = [b"first\n", GPU_ERROR, odd, ONEDNN_ERROR, b"W0000 00:00:1795611872.2 3443 other.cc:9] a warning\n",
+    kept = [b"first\n", GPU_ERROR, odd, half, b"W0000 00:00:1795611872.2 3443 other.cc:9] a warning\n",
             b"no newline"]
     assert capfdbinary.readouterr().err == b"".join(kept)
     backend.replay(captured, hide_cuinit=False)
     assert capfdbinary.readouterr().err == b"".join(kept[:1] + [CUINIT] + kept[1:])
+
+
+# -- oneDNN's "supports DT_BOOL only on platforms with AVX-512" line ------------------------------
+
+SKYLAKE_XEON = "fpu sse sse2 avx avx2 fma avx512f avx512dq avx512cd avx512bw avx512vl"  # AVX-512, no VNNI/BF16
+CASCADE_LAKE_XEON = SKYLAKE_XEON + " avx512_vnni"
+SAPPHIRE_RAPIDS_XEON = CASCADE_LAKE_XEON + " avx512_bf16 amx_bf16 amx_tile amx_int8"
+EPYC_WITHOUT_AVX512 = "fpu sse sse2 avx avx2 fma vaes vpclmulqdq"  # this project's machine
+ALDER_LAKE = "fpu sse sse2 avx avx2 fma avx_vnni"  # no AVX-512, but AVX-VNNI
+
+
+def cpuinfo(flags: str) -> str:
+    """/proc/cpuinfo of a two-core x86 CPU with ``flags``."""
+    return "".join(f"processor\t: {core}\nvendor_id\t: GenuineIntel\nflags\t\t: {flags}\n\n" for core in (0, 1))
+
+
+@pytest.mark.parametrize(("flags", "on"), [
+    (SKYLAKE_XEON, False),  # AVX-512F alone: TensorFlow leaves oneDNN off, so the line never comes
+    (CASCADE_LAKE_XEON, True),  # AVX-512F without BF16, the issue's Xeon: oneDNN on, the line comes
+    (SAPPHIRE_RAPIDS_XEON, True),  # BF16 and AMX do not stop it: no CPU feature is checked for DT_BOOL
+    (EPYC_WITHOUT_AVX512, False),
+    (ALDER_LAKE, True),
+])
+def test_the_onednn_decision_follows_tensorflows_default(flags, on):
+    assert backend.onednn_opts_on(cpuinfo(flags), None, "Linux") is on
+
+
+def test_an_exported_onednn_setting_wins_as_tensorflow_reads_it():
+    for setting in ("1", "true", "TRUE", " 1 "):
+        assert backend.onednn_opts_on(cpuinfo(EPYC_WITHOUT_AVX512), setting, "Linux") is True
+    for setting in ("0", "false", "False"):
+        assert backend.onednn_opts_on(cpuinfo(SAPPHIRE_RAPIDS_XEON), setting, "Linux") is False
+    for setting in ("", "yes", "2"):  # not a boolean to TensorFlow: its default
+        assert backend.onednn_opts_on(cpuinfo(CASCADE_LAKE_XEON), setting, "Linux") is True
+        assert backend.onednn_opts_on(cpuinfo(SKYLAKE_XEON), setting, "Linux") is False
+
+
+def test_the_onednn_decision_without_proc_cpuinfo_and_on_arm():
+    assert backend.onednn_opts_on(None, None, "Windows") is True  # TensorFlow's default there
+    assert backend.onednn_opts_on(None, None, "Darwin") is False
+    neoverse_v1 = "processor\t: 0\nFeatures\t: fp asimd sve\nCPU implementer\t: 0x41\nCPU part\t: 0xd40\n"
+    assert backend.onednn_opts_on(neoverse_v1, None, "Linux") is True
+    assert backend.onednn_opts_on(neoverse_v1.replace("0xd40", "0xd0c"), None, "Linux") is False
+
+
+GRAPH_RAN = ("import tensorflow\nsetting = os.environ.get('TF_ENABLE_ONEDNN_OPTS')\n"
+             "print(f'graph ran: {tensorflow.graph_ran}; TF_ENABLE_ONEDNN_OPTS={setting}')\n")
+
+
+def test_where_onednn_is_on_its_dt_bool_line_is_provoked_and_dropped_at_start(fake_tf):
+    out = run_child(GRAPH_RAN, child_env(fake_tf, TF_ENABLE_ONEDNN_OPTS="1"))
+    assert out.returncode == 0, out.stderr
+    assert lines(out.stdout) == ["TF_CPP_MIN_LOG_LEVEL=2", "graph ran: True; TF_ENABLE_ONEDNN_OPTS=1"]
+    assert lines(out.stderr) == SHOWN  # the line came inside the capture and was dropped
+
+
+def test_seqapp_leaves_the_onednn_setting_alone(fake_tf):
+    out = run_child(GRAPH_RAN, child_env(fake_tf, TF_ENABLE_ONEDNN_OPTS="0"))
+    assert out.returncode == 0
+    assert lines(out.stdout)[-1] == "graph ran: False; TF_ENABLE_ONEDNN_OPTS=0"  # off: nothing provoked
+    out = run_child(GRAPH_RAN, child_env(fake_tf))
+    assert out.returncode == 0
+    assert lines(out.stdout)[-1].endswith("TF_ENABLE_ONEDNN_OPTS=None")  # TensorFlow's own default, on every CPU
+    assert lines(out.stderr) == SHOWN
+
+
+def test_a_failing_onednn_probe_does_not_stop_the_start(fake_tf, tmp_path):
+    broken = tmp_path / "tensorflow"
+    broken.mkdir()
+    (broken / "__init__.py").write_text(FAKE_TF.replace("class Graph:", "class NoGraph:"), encoding="utf-8")
+    env = child_env(fake_tf, TF_ENABLE_ONEDNN_OPTS="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    out = run_child("print('started')\n", env)
+    assert out.returncode == 0, out.stderr
+    assert lines(out.stdout)[-1] == "started" and lines(out.stderr) == SHOWN
+
+
+BOOL_TRANSPOSE = """
+import tensorflow as tf
+from tensorflow.python.util import _pywrap_util_port
+print('oneDNN on:', _pywrap_util_port.IsMklEnabled(),
+      backend.onednn_opts_on(backend.read_cpuinfo(), os.environ.get('TF_ENABLE_ONEDNN_OPTS'), 'Linux'))
+step = tf.function(lambda mask: tf.transpose(tf.logical_not(mask)))  # as a masked recurrent layer does
+print(step(tf.constant([[True, False, True]])).numpy().tolist())
+print('ready', file=sys.stderr)
+"""
+
+
+@pytest.mark.process  # a real TensorFlow in a child process
+def test_real_tensorflow_with_onednn_on_prints_no_dt_bool_line():
+    out = run_child(BOOL_TRANSPOSE, child_env(TF_ENABLE_ONEDNN_OPTS="1"), nvidia=None)
+    assert out.returncode == 0, out.stderr
+    if "oneDNN on: True" not in out.stdout.decode():
+        pytest.skip("this TensorFlow build has no oneDNN operations")
+    assert lines(out.stdout)[-2:] == ["oneDNN on: True True", "[[False], [True], [False]]"]
+    assert b"DT_BOOL" not in out.stderr, out.stderr
+    assert lines(out.stderr)[-1] == "ready"
+
+
+@pytest.mark.process
+def test_real_tensorflow_prints_the_dt_bool_line_without_seqapps_start():
+    # the control of the test above: the same graph, TensorFlow's own logs, the line comes
+    out = run_child(BOOL_TRANSPOSE, child_env(TF_ENABLE_ONEDNN_OPTS="1", SEQAPP_TF_LOGS="1"), nvidia=None)
+    assert out.returncode == 0, out.stderr
+    if "oneDNN on: True" not in out.stdout.decode():
+        pytest.skip("this TensorFlow build has no oneDNN operations")
+    assert re.search(rb"^E\d{4} .* util\.cc:\d+\] oneDNN supports DT_BOOL only on platforms with AVX-512",
+                     out.stderr, re.M), out.stderr
