@@ -168,16 +168,27 @@ def _one_of(function: Any, allowed: tuple) -> bool:
 
 
 def masked_in_graph(called: Any) -> bool:
-    """Whether the model's graph passes a mask to ``called`` (after ``Embedding(mask_zero=True)``,
-    a ``Masking`` layer or an explicit ``mask=``). A model without a graph (subclassed) shows
-    nothing here; a mask there is seen at call time, where the stock loop takes the call."""
+    """Whether the model's graph passes a mask to ``called``, as Keras's ``Layer.__call__`` does:
+    an explicit ``mask=``, or the mask of the only tensor argument (after
+    ``Embedding(mask_zero=True)`` or a ``Masking`` layer). With a second tensor argument
+    (``initial_state``) Keras passes no mask, and the call takes the fast loop, as in the
+    translate decoder. A model without a graph (subclassed) shows nothing here; a mask there
+    is seen at call time, where the stock loop takes the call."""
     import keras
 
+    def is_tensor(value: Any) -> bool:
+        return any(isinstance(item, keras.KerasTensor) for item in keras.tree.flatten(value))
+
     for node in getattr(called, "_inbound_nodes", ()):
-        mask = node.arguments.kwargs.get("mask") if node.arguments is not None else None
-        if any(m is not None for m in keras.tree.flatten(mask)):
+        if node.arguments is None:
+            continue
+        explicit = node.arguments.kwargs.get("mask")
+        if any(m is not None for m in keras.tree.flatten(explicit)):
             return True
-        if any(getattr(tensor, "_keras_mask", None) is not None for tensor in node.input_tensors):
+        tensors = [value for name, value in [*enumerate(node.arguments.args), *node.arguments.kwargs.items()]
+                   if name != "mask" and is_tensor(value)]
+        if len(tensors) == 1 and any(getattr(t, "_keras_mask", None) is not None
+                                     for t in keras.tree.flatten(tensors[0])):
             return True
     return False
 

@@ -347,6 +347,29 @@ def test_a_layer_with_a_mask_in_the_graph_stays_stock(kind, bidirectional, fast_
 
 
 @pytest.mark.parametrize("kind", CELLS)
+def test_with_initial_states_keras_passes_no_mask_and_the_fast_loop_runs(kind, fast_calls, notes):
+    """After Embedding(mask_zero=True) but called with ``initial_state`` (a decoder), Keras hands
+    the layer no mask, so the fast loop runs, with the stock layer's outputs."""
+    import keras
+    import tensorflow as tf
+
+    from seqapp import fastrnn
+
+    keras.utils.set_random_seed(5)
+    tokens = keras.Input((STEPS,), dtype="int32")
+    states = [keras.Input((UNITS,)) for _ in range(2 if kind == "LSTM" else 1)]
+    recurrent = getattr(keras.layers, kind)(UNITS, return_sequences=True)
+    hidden = keras.layers.Embedding(10, FEATURES, mask_zero=True)(tokens)
+    model = keras.Model([tokens, *states], recurrent(hidden, initial_state=states))
+    feed = [tf.constant([[3, 4, 5, 0, 0, 0], [1, 2, 3, 4, 5, 6], [7, 0, 0, 0, 0, 0]]),
+            *[tf.random.normal((3, UNITS)) for _ in states]]
+    want = model(feed, training=True)
+    assert fastrnn.accelerate(model) == [recurrent]
+    assert_close([model(feed, training=True)], [want])
+    assert fast_calls and not notes()
+
+
+@pytest.mark.parametrize("kind", CELLS)
 def test_a_mask_at_call_time_and_inference_take_the_stock_loop(kind, fast_calls, notes):
     """A mask the graph did not show (passed by hand) and inference run Keras's own loop; the
     first training call that falls back, with no layer running fast, is noted once."""
