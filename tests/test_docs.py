@@ -6,7 +6,7 @@
 - ``process``: every command block (a ```bash fence) of README.md and of each docs/*.md page
   runs, block after block, in a temporary folder of its own with ``SEQAPP_RUNS`` inside it,
   so ``generate``, ``evaluate`` and ``predict`` find the runs that the page trained. Each
-  ``seqapp train TEMPLATE`` gets its task's ``tiny`` settings and ``--epochs 1``; data files
+  ``seqapp train TEMPLATE`` gets its task's ``tiny`` settings, no XLA and ``--epochs 1``; data files
   the examples name are made there from the bundled data; a dated run folder in an example
   (``runs/textgen/20261125-130802``) stands for the newest run of that task; ``seqapp
   serve`` runs in the background on a free port, which the page's ``curl`` lines then use.
@@ -212,7 +212,8 @@ def tiny_arguments(words: list[str], cwd: Path) -> list[str]:
         return []  # --resume and friends keep their saved settings
     template = str(cwd / after[0]) if (cwd / after[0]).exists() else after[0]
     task = REGISTRY[load_config(template).task]
-    return [*(arg for value in task.tiny.get("set", []) for arg in ("--set", value)), "--epochs", "1"]
+    tiny = [*task.tiny.get("set", []), "train.jit_compile=false"]  # XLA's compile costs more than a tiny run saves
+    return [*(arg for value in tiny for arg in ("--set", value)), "--epochs", "1"]
 
 
 def with_tiny_settings(command: str, cwd: Path) -> str:
