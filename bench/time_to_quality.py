@@ -44,10 +44,10 @@ def seqapp_curve(data: Path, seconds: float, overrides: list[str]) -> dict:
     backend.start()
     import keras
 
+    from seqapp.pipeline import data_epoch
     from seqapp.tasks import load_config
     from seqapp.tasks.textgen import mean_cross_entropy, windows
     from seqapp.text import Tokenizer
-    from seqapp.pipeline import data_epoch
     from seqapp.training import prepare, set_jit_compile
 
     cfg = load_config("textgen", ["data.val_fraction=0.1", "data.test_fraction=0.0", *overrides],
