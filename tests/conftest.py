@@ -6,12 +6,17 @@ it, each run by ``.ci/run`` as a step of its own:
 - ``process``: tests that start processes, servers or several workers, or kill trainings
   (``python -m pytest -q -m process --runprocess``);
 - ``slow``: real data sets and many epochs (``python -m pytest -q -m slow --runslow``).
+
+A test never carries both. The tiny run of each task (its ``tiny`` settings, one epoch) is
+trained once per session (:func:`tiny_runs`) and shared: a test that changes a run works on
+a copy (:func:`copy_run`), and the session checks at its end that no shared run changed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -72,14 +77,64 @@ def cli():
     return invoke
 
 
+# A small text with a repeated, learnable pattern (about 5,000 characters: 14 batches of the
+# tiny textgen settings, where the bundled corpus gives 136).
+CORPUS = "".join(f"ANNA:\nhello there, the boat is {word}.\n\nBEN:\nhello anna, the sea is {word}.\n\n"
+                 for word in ("blue", "calm", "grey", "wild", "cold", "warm") * 12)
+
+
+def write_corpus(path: Path) -> Path:
+    """:data:`CORPUS` written to ``path``."""
+    path.write_text(CORPUS, encoding="utf-8")
+    return path
+
+
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
-    """A small text file with a repeated, learnable pattern."""
-    path = tmp_path / "corpus.txt"
-    lines = [f"ANNA:\nhello there, the boat is {word}.\n\nBEN:\nhello anna, the sea is {word}.\n\n"
-             for word in ("blue", "calm", "grey", "wild", "cold", "warm") * 12]
-    path.write_text("".join(lines), encoding="utf-8")
-    return path
+    """A small text file with a repeated, learnable pattern (:data:`CORPUS`)."""
+    return write_corpus(tmp_path / "corpus.txt")
+
+
+def tiny_config(name: str, *extra: str, epochs: int = 1, values: dict | None = None, data_file: Path | None = None):
+    """The tiny settings of task ``name`` (``REGISTRY[name].tiny``) for ``epochs`` epochs, then ``extra``."""
+    from seqapp.tasks import REGISTRY, load_config
+
+    return load_config(name, [*REGISTRY[name].tiny.get("set", []), *extra], {"train.epochs": epochs, **(values or {})},
+                       data_file=data_file)
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory):
+    """``tiny_runs(task)``: the task's tiny run (its ``tiny`` settings, one epoch, LiteRT graphs
+    included), trained the first time a test asks for it and shared by the whole session.
+
+    Read it, never change it: a test that changes a run changes :func:`copy_run`'s copy. The
+    session fails at its end if a shared run changed.
+    """
+    from seqapp.training import train
+
+    trained: dict = {}
+
+    def get(name: str):
+        if name not in trained:
+            run = train(tiny_config(name), tmp_path_factory.mktemp(f"tiny-{name}"), verbose=0, log=lambda _: None)
+            trained[name] = run, hash_tree(run.path)
+        return trained[name][0]
+
+    yield get
+    changed = sorted(name for name, (run, digest) in trained.items() if hash_tree(run.path) != digest)
+    assert not changed, f"a test changed the shared tiny run of {changed}; change a copy_run copy instead"
+
+
+def copy_run(run, into: Path):
+    """A copy of ``run`` (a Run or its folder) as ``into/<task>/<its folder name>``, loaded: the run
+    to change where a test changes a shared one."""
+    from seqapp.tasks import load_run
+
+    source = Path(getattr(run, "path", run))
+    target = into / load_run(source).task / source.name
+    shutil.copytree(source, target)
+    return load_run(target)
 
 
 def hash_tree(folder: Path) -> str:

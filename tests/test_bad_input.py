@@ -16,9 +16,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import copy_run
 
 from seqapp import drafts
-from seqapp.tasks import REGISTRY, load_config
+from seqapp.tasks import load_config
 
 
 def damaged_copy(run: Path, into: Path, name: str) -> Path:
@@ -28,15 +29,13 @@ def damaged_copy(run: Path, into: Path, name: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """A runs folder with a tiny textgen, sentiment and sine run, plus damaged copies and bad files."""
-    from seqapp.training import train
-
+def world(tmp_path_factory, tiny_runs):
+    """A runs folder with a tiny textgen, sentiment and sine run (copies of the session's),
+    plus damaged copies and bad files."""
     root = tmp_path_factory.mktemp("bad")
     out, bad = root / "runs", root / "damaged"
     bad.mkdir()
-    trained = {name: train(load_config(name, REGISTRY[name].tiny["set"], {"train.epochs": 1}), out, verbose=0,
-                           log=lambda _: None).path for name in ("textgen", "sentiment", "sine")}
+    trained = {name: copy_run(tiny_runs(name), out).path for name in ("textgen", "sentiment", "sine")}
     text, senti = trained["textgen"], trained["sentiment"]
     (damaged_copy(text, bad, "truncated") / "model.keras").write_bytes((text / "model.keras").read_bytes()[:500])
     (damaged_copy(text, bad, "garbage") / "model.keras").write_bytes(b"not a zip file at all")
@@ -225,6 +224,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(cli, world, tmp_path, 
 CHEAP = [case for case in CASES if case[2]]
 
 
+@pytest.mark.process
 def test_cheap_checks_answer_before_tensorflow_is_imported(world, tmp_path):
     """In a process where importing TensorFlow or Keras fails, every cheap case still gets its line."""
     poison = tmp_path / "poison"
@@ -276,6 +276,7 @@ def test_runs_json_stays_valid_json_when_a_metric_is_nan(cli, world, tmp_path):
     assert sine["metrics"]["broken"] is None and sine["metrics"]["worse"] is None
 
 
+@pytest.mark.process
 def test_seqapp_debug_shows_the_traceback(tmp_path):
     env = {**os.environ, "SEQAPP_DEBUG": "1"}
     done = subprocess.run([sys.executable, "-m", "seqapp", "train", "textgne"], env=env, capture_output=True,

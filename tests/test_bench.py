@@ -1,4 +1,5 @@
-"""The benchmark suite's pieces (bench/): fast checks, no training and no peer needed."""
+"""The benchmark suite's pieces (bench/): fast checks, no peer needed (the ones that start processes
+are ``process`` tests)."""
 
 from __future__ import annotations
 
@@ -160,6 +161,7 @@ def fake_python(folder: Path, name: str, status: int) -> str:
     return str(path)
 
 
+@pytest.mark.process
 def test_peer_detection(tmp_path: Path) -> None:
     without = fake_python(tmp_path, "no-torch", 1)
     with_torch = fake_python(tmp_path, "has-torch", 0)
@@ -168,6 +170,7 @@ def test_peer_detection(tmp_path: Path) -> None:
     assert peers.find_torch_python([str(tmp_path / "missing"), without, with_torch]) == with_torch
 
 
+@pytest.mark.process
 def test_command_latency_and_peak_rss_of_a_fresh_process() -> None:
     ballast = b"x" * (300 << 20)  # this process's peak must not show in the child's
     child = [sys.executable, "-c", "import sys; b = b'y' * (50 << 20); print('a'); print('b'); sys.stdout.flush()"]
@@ -178,6 +181,7 @@ def test_command_latency_and_peak_rss_of_a_fresh_process() -> None:
         latency.run_process([sys.executable, "-c", "import sys; sys.exit(3)"])
 
 
+@pytest.mark.process
 def test_round_robin_repeats_and_failures() -> None:
     commands = {"ok.default": [sys.executable, "-c", "pass"],
                 "bad.default": [sys.executable, "-c", "raise SystemExit(2)"]}
@@ -228,9 +232,9 @@ def test_time_to_quality_measures_the_default_template_at_each_checkpoint(tmp_pa
 
     corpus = tmp_path / "text.txt"
     corpus.write_text("the quick brown fox jumps over the lazy dog. " * 400, encoding="utf-8")
-    curve = time_to_quality.seqapp_curve(corpus, 4.0, ["model.units=16", "model.embedding_dim=8",
+    curve = time_to_quality.seqapp_curve(corpus, 2.0, ["model.units=16", "model.embedding_dim=8",
                                                        "data.seq_len=20"])
-    marks = time_to_quality.checkpoints(4.0)
+    marks = time_to_quality.checkpoints(2.0)
     assert len(curve["points"]) == len(marks) == 5
     assert all(seconds >= mark for (seconds, _), mark in zip(curve["points"], marks))
     losses = [loss for _, loss in curve["points"]]

@@ -10,6 +10,7 @@ import pytest
 
 TINY_SET = ["model.units=16", "model.embedding_dim=8", "data.seq_len=20"]
 TINY = [arg for setting in TINY_SET for arg in ("--set", setting)] + ["--epochs", "2", "-q"]
+NO_XLA = ["--set", "train.jit_compile=false"]  # compiling the XLA step took most of a tiny training
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def trained(tmp_path_factory):
     corpus = root / "corpus.txt"
     corpus.write_text("ANNA:\nhello there, the boat is blue.\n\nBEN:\nhello anna.\n\n" * 40, encoding="utf-8")
     runs = root / "runs"
-    result = CliRunner().invoke(app, ["train", "textgen", "--data", str(corpus), "--out", str(runs), *TINY])
+    result = CliRunner().invoke(app, ["train", "textgen", "--data", str(corpus), "--out", str(runs), *TINY, *NO_XLA])
     assert result.exit_code == 0, result.output
     return runs, corpus
 
@@ -37,6 +38,7 @@ def error_line(result) -> str:
     return lines[0]
 
 
+@pytest.mark.process
 def test_help_and_tasks_do_not_import_tensorflow():
     code = ("import sys\nfrom seqapp.cli import app\n"
             "for args in (['--help'], ['tasks'], ['train', '--help']):\n"
@@ -133,7 +135,7 @@ def test_failed_training_keeps_earlier_runs(cli, trained, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(seqapp.training, "fit", explode)
-    result = cli("train", "textgen", "--data", corpus, "--out", runs, *TINY)
+    result = cli("train", "textgen", "--data", corpus, "--out", runs, *TINY, *NO_XLA)
     assert result.exit_code == 130
     assert sorted(p.name for p in (runs / "textgen").iterdir()) == before
 
@@ -189,7 +191,7 @@ def test_data_folder_is_left_to_the_task(cli, tmp_path):
     (folder / "a.txt").write_text("\n".join(rows[:20]) + "\n")
     (folder / "b.txt").write_text("\n".join(rows[20:]) + "\n")
     result = cli("train", "sentiment", "--data", folder, "--out", tmp_path / "runs", "--epochs", "1", "-q",
-                 "--set", "model.units=4", "--set", "model.embedding_dim=4")
+                 "--set", "model.units=4", "--set", "model.embedding_dim=4", "--set", "train.litert=false")
     assert result.exit_code == 0, result.output
     metrics = json.loads(cli("evaluate", "--out", tmp_path / "runs", "--json").stdout)["metrics"]
     assert sum(metrics["examples"].values()) == 40
@@ -197,23 +199,28 @@ def test_data_folder_is_left_to_the_task(cli, tmp_path):
     assert "is a folder" in line
 
 
-def test_jit_compile_setting_reaches_the_model(monkeypatch, tmp_path, corpus):
+def test_jit_compile_setting_reaches_the_model(monkeypatch, tmp_path):
     import seqapp.training
     from seqapp.tasks import load_config
 
     seen = []
     original = seqapp.training.fit
 
+    class Trained(Exception):
+        """Raised once fit is done: evaluating would only compile more XLA graphs."""
+
     def spy(model, *args, **kwargs):
-        history = original(model, *args, **kwargs)
+        original(model, *args, **kwargs)
         seen.append(model.jit_compile)
-        return history
+        raise Trained
 
     monkeypatch.setattr(seqapp.training, "fit", spy)
     for setting in (True, False):
-        cfg = load_config("textgen", TINY_SET, {"data.path": str(corpus), "train.epochs": 1,
-                                                "train.jit_compile": setting})
-        seqapp.training.train(cfg, tmp_path, verbose=0, log=lambda _: None)
+        cfg = load_config("textgen", TINY_SET,  # two batches and no validation: the setting is what counts
+                          {"data.text": "the boat is blue. " * 60, "data.val_fraction": 0.0, "data.test_fraction": 0.0,
+                           "train.epochs": 1, "train.jit_compile": setting})
+        with pytest.raises(Trained):
+            seqapp.training.train(cfg, tmp_path, verbose=0, log=lambda _: None)
     assert seen == [True, False]
 
 

@@ -1,7 +1,8 @@
 """Multi-worker training (``train.distribute``, ``seqapp launch``).
 
-The fast tests check the strategy choice, TF_CONFIG parsing and how a launch fails; the
-slow one trains the tiny textgen with two local workers and checks it against one process.
+The default tests check the strategy choice, TF_CONFIG parsing and the step's loss; the
+``process`` tests start workers: how a launch fails, the tiny runs trained by two local
+workers against one process, and a worker killed and resumed with the others.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 import time
 
 import pytest
+from conftest import CORPUS, tiny_config
 
 from seqapp import distribute, launch
 from seqapp.errors import SeqappError
@@ -55,6 +57,7 @@ def test_tf_configs_name_every_worker_on_distinct_ports():
     assert all(config["cluster"]["worker"] == [f"127.0.0.1:{port}" for port in ports] for config in configs)
 
 
+@pytest.mark.process
 def test_a_failing_worker_stops_the_others(tmp_path):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     failing = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
@@ -64,6 +67,7 @@ def test_a_failing_worker_stops_the_others(tmp_path):
     assert sleeper.poll() is not None and time.monotonic() - started < 30
 
 
+@pytest.mark.process
 def test_launch_fails_in_one_line_with_exit_2(tmp_path):
     result = subprocess.run([sys.executable, "-m", "seqapp", "launch", "--workers", "2", "--log-dir", str(tmp_path),
                              "--", "train", "no-such-task"], capture_output=True, text=True, timeout=120)
@@ -98,7 +102,7 @@ def imbalanced_sentiment(folder) -> str:
     return str(path)
 
 
-@pytest.mark.slow
+@pytest.mark.process
 @pytest.mark.parametrize("task", ["textgen", "sentiment"])  # sentiment: masked padding and class weights
 def test_two_workers_train_like_one_process_with_the_global_batch(tmp_path, task):
     env = {**os.environ, "SEQAPP_WEIGHTS_DIGEST": str(tmp_path / "two")}
@@ -130,10 +134,10 @@ def test_two_workers_train_like_one_process_with_the_global_batch(tmp_path, task
 
 def test_mirrored_trains_with_fit_and_records_the_strategy(tmp_path):
     """One replica on a CPU: the strategy's scope, fit and the record, without a cluster."""
-    from seqapp.tasks import REGISTRY, load_config
     from seqapp.training import train
 
-    cfg = load_config("textgen", [*REGISTRY["textgen"].tiny["set"], "train.distribute=mirrored"], {"train.epochs": 1})
+    cfg = tiny_config("textgen", "train.distribute=mirrored", "train.litert=false", "train.jit_compile=false",
+                      values={"data.text": CORPUS})
     run = train(cfg, tmp_path, verbose=0, log=lambda _: None)
     info = json.loads((run.path / "distribute.json").read_text())
     assert info["strategy"] == "mirrored" and info["global_batch_size"] == 16 * info["replicas"]
@@ -203,7 +207,7 @@ def test_a_fault_point_can_name_one_worker(monkeypatch):
     assert faults.this_worker(None) and faults.this_worker("1") and not faults.this_worker("0")
 
 
-@pytest.mark.slow
+@pytest.mark.process
 def test_a_worker_that_dies_is_resumed_with_the_others_from_the_last_epoch(tmp_path):
     """Worker 1 is killed in the second of three epochs: the launch fails in one line, the
     chief's draft and worker 1's backup hold epoch 1, and resuming all workers ends as one

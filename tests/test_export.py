@@ -1,11 +1,13 @@
 """``seqapp export``: the exported graphs give seqapp's own answers, in a process without seqapp.
 
-Tiny runs of every exportable task are trained once (plus a word-level language model and a
-differenced, bidirectional forecaster), exported with the CLI, and loaded in one fresh
-Python process that imports only TensorFlow (seqapp cannot be imported there). Its answers
-must equal ``seqapp predict`` / ``generate`` on the same raw inputs: labels, tags and text
-exactly, probabilities and forecasts within 1e-5. The in-graph tokenizers are compared with
-the Python ones on tricky texts, and every refusal is one line, exit 2, nothing written.
+Tiny runs of every exportable task (the session's tiny sine, sentiment and tagging runs, a
+textgen run trained a little longer, a word-level language model and, in one test, a
+differenced bidirectional forecaster) are exported with the CLI once, and loaded in one
+fresh Python process that imports only TensorFlow (seqapp cannot be imported there): those
+tests are ``process`` tests. Its answers must equal ``seqapp predict`` / ``generate`` on the
+same raw inputs: labels, tags and text exactly, probabilities and forecasts within 1e-5. The
+in-graph tokenizers are compared with the Python ones on tricky texts, the LiteRT exports
+with Keras, and every refusal is one line, exit 2, nothing written.
 """
 
 from __future__ import annotations
@@ -78,23 +80,37 @@ def train(name: str, root: Path, settings: list[str] | None = None, epochs: int 
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """Tiny runs, their exports, and the fresh process's answers to the same inputs."""
+def exported(tmp_path_factory, tiny_runs):
+    """Tiny runs, exported with the CLI to ``root/exports/<name>``: ``(root, trained)``. The
+    session's tiny sine, sentiment and tagging runs; a textgen run trained long enough that its
+    greedy text is not all spaces (without the LiteRT conversion at the end of training: the
+    tests export their own LiteRT graphs)."""
     root = tmp_path_factory.mktemp("export")
     corpus = root / "corpus.txt"
     corpus.write_text(CORPUS, encoding="utf-8")
-    trained = {"textgen": train("textgen", root, ["train.learning_rate=0.02", "data.stride=5"], epochs=3,
-                                data_file=corpus),  # long enough that greedy text is not all spaces
-               "sine": train("sine", root), "sentiment": train("sentiment", root, epochs=3),
-               "tagging": train("tagging", root),
-               "words": train("textgen-words", root, ["model.units=16", "model.embedding_dim=8",
-                                                       "data.seq_len=10", "data.stride=2"], epochs=2, data_file=corpus)}
-    return root, trained, ask_fresh_process(root, trained, requests_by_export(trained))
+    trained = {"textgen": train("textgen", root, ["train.learning_rate=0.02", "data.stride=5",
+                                                  "train.jit_compile=false", "train.litert=false"],
+                                epochs=3, data_file=corpus),
+               "sine": tiny_runs("sine"), "sentiment": tiny_runs("sentiment"), "tagging": tiny_runs("tagging")}
+    export_all(root, trained)
+    return root, trained
 
 
-def ask_fresh_process(root: Path, trained: dict, requests: dict[str, list[dict]]) -> dict:
-    """Export each run with the CLI (as ``root/exports/<name>``), then send ``requests`` to the
-    exports in one fresh process that cannot import seqapp; return its answers."""
+@pytest.fixture(scope="module")
+def world(exported):
+    """The exports, a word-level language model's too, and the fresh process's answers to the
+    same inputs: ``(root, trained, answers)``."""
+    root, trained = exported
+    words = {"words": train("textgen-words", root, ["model.units=16", "model.embedding_dim=8", "data.seq_len=10",
+                                                    "data.stride=2", "train.litert=false"],
+                            epochs=2, data_file=root / "corpus.txt")}
+    export_all(root, words)
+    trained = {**trained, **words}
+    return root, trained, ask_fresh_process(root, requests_by_export(trained))
+
+
+def export_all(root: Path, trained: dict) -> None:
+    """Export each run with the CLI, as ``root/exports/<name>``."""
     from typer.testing import CliRunner
 
     from seqapp.cli import app
@@ -103,6 +119,11 @@ def ask_fresh_process(root: Path, trained: dict, requests: dict[str, list[dict]]
         result = CliRunner().invoke(app, ["export", "--run", str(run.path), "--to", str(root / "exports"),
                                           "--name", name])
         assert result.exit_code == 0, result.output
+
+
+def ask_fresh_process(root: Path, requests: dict[str, list[dict]]) -> dict:
+    """Send ``requests`` to the exports under ``root/exports`` in one fresh process that cannot
+    import seqapp; return its answers."""
     jobs = {name: {"path": str(root / "exports" / name.split(":")[0] / "1"), "requests": asked}
             for name, asked in requests.items()}
     done = without_seqapp(CHILD, input=json.dumps(jobs), cwd=root)
@@ -132,11 +153,13 @@ def sine_histories(run: runs.Run) -> np.ndarray:
     return np.stack([forecast_history(run, HORIZON, seed)[0] for seed in (None, 5)])
 
 
+@pytest.mark.process
 def test_the_fresh_process_has_no_seqapp(world):
     _, _, child = world
     assert child["seqapp_importable"] is False and child["seqapp_loaded"] is False
 
 
+@pytest.mark.process
 def test_sentiment_export_gives_predict_labels_and_probabilities(world, cli):
     from seqapp.tasks.sentiment import class_probabilities
 
@@ -153,6 +176,7 @@ def test_sentiment_export_gives_predict_labels_and_probabilities(world, cli):
     print(f"\nsentiment: {answer['labels']} {np.round(answer['probabilities'], 4).tolist()}")
 
 
+@pytest.mark.process
 def test_tagging_export_gives_predict_tokens_and_tags(world, cli):
     _, trained, child = world
     answer = child["answers"]["tagging"][0]
@@ -168,6 +192,7 @@ def test_tagging_export_gives_predict_tokens_and_tags(world, cli):
     print("\ntagging: " + " ".join(f"{t}/{g}" for t, g in zip(answer["tokens"][3], answer["tags"][3]) if t))
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("name,seeds,length", [("textgen", SEEDS, LENGTH), ("words", WORD_SEEDS, 30)])
 def test_textgen_export_gives_the_generated_text(world, cli, name, seeds, length):
     """Greedy and sampled text equal the Keras path's (``generate --engine tf``) for the same random seed."""
@@ -186,6 +211,7 @@ def test_textgen_export_gives_the_generated_text(world, cli, name, seeds, length
     print(f"\n{name}: {child['answers'][name][0]['text'][:80]!r}")
 
 
+@pytest.mark.process
 def test_sine_export_gives_the_forecast(world):
     from seqapp.tasks.regression import forecast
 
@@ -199,20 +225,21 @@ def test_sine_export_gives_the_forecast(world):
     print(f"\nsine: {np.round(answer[0], 5).tolist()}")
 
 
-@pytest.mark.slow
+@pytest.mark.process
 def test_differenced_bidirectional_forecast(tmp_path):
     """Differences and a bidirectional model (which re-reads its window) forecast as ``predict`` does."""
     from seqapp.tasks.regression import forecast
 
     run = train("sine", tmp_path, ["data.difference=true", "data.horizon=3", "model.bidirectional=true"])
     histories = sine_histories(run)
-    child = ask_fresh_process(tmp_path, {"differenced": run},
-                              {"differenced": [{"history": histories.tolist(), "horizon": HORIZON}]})
+    export_all(tmp_path, {"differenced": run})
+    child = ask_fresh_process(tmp_path, {"differenced": [{"history": histories.tolist(), "horizon": HORIZON}]})
     answer = child["answers"]["differenced"][0]["forecast"]
     np.testing.assert_allclose(answer, [forecast(run, history, HORIZON) for history in histories], atol=1e-5, rtol=0)
     assert child["seqapp_importable"] is False
 
 
+@pytest.mark.process
 def test_bad_requests_fail_with_the_graphs_own_message(world):
     """Impossible requests are refused by assertions in the graph (TF Serving returns their message)."""
     _, _, child = world
@@ -224,6 +251,7 @@ def test_bad_requests_fail_with_the_graphs_own_message(world):
         assert fragment in answer.get("error", ""), answer
 
 
+@pytest.mark.process
 def test_sine_export_matches_predict_output(world, cli):
     _, trained, child = world
     shown = cli("predict", "--run", trained["sine"].path, "--horizon", HORIZON, "--json")
@@ -232,8 +260,8 @@ def test_sine_export_matches_predict_output(world, cli):
     np.testing.assert_allclose(child["answers"]["sine"][0]["forecast"][0], printed, atol=1e-5, rtol=0)
 
 
-def test_export_layout_assets_and_readme(world):
-    root, _, _ = world
+def test_export_layout_assets_and_readme(exported):
+    root, _ = exported
     folder = root / "exports" / "sentiment"
     assert sorted(path.name for path in folder.iterdir()) == ["1", "README.md"]
     assert (folder / "1" / "saved_model.pb").is_file() and (folder / "1" / "variables").is_dir()
@@ -247,9 +275,9 @@ def test_export_layout_assets_and_readme(world):
 
 
 @pytest.mark.parametrize("name", ["sentiment", "sine", "textgen", "tagging"])
-def test_litert_export_gives_keras_answers(world, cli, name):
+def test_litert_export_gives_keras_answers(exported, cli, name):
     """The .tflite, fed the ids / normalised values its README describes, answers as Keras does."""
-    root, trained, _ = world
+    root, trained = exported
     run = trained[name]
     result = cli("export", "--run", run.path, "--to", root / "lite", "--format", "litert")
     assert result.exit_code == 0, result.output
@@ -327,11 +355,11 @@ def error_line(result) -> str:
 
 
 @pytest.fixture
-def damaged(world, tmp_path):
+def damaged(exported, tmp_path):
     """A copy of the sentiment run with a broken model file."""
     import shutil
 
-    _, trained, _ = world
+    _, trained = exported
     broken = tmp_path / "runs" / "sentiment" / "20990101-000000"
     shutil.copytree(trained["sentiment"].path, broken)
     (broken / "model.keras").write_bytes(b"not a zip file")
@@ -345,8 +373,8 @@ def damaged(world, tmp_path):
     (["--run", "{sentiment}", "--version", "0"], "--version 0 must be at least 1"),
     (["--run", "{sentiment}", "--name", "../up"], "cannot be part of a folder name"),
 ])
-def test_refusals_are_one_line_and_change_nothing(world, damaged, cli, tree_hash, args, fragment):
-    root, trained, _ = world
+def test_refusals_are_one_line_and_change_nothing(exported, damaged, cli, tree_hash, args, fragment):
+    root, trained = exported
     paths = {"sentiment": trained["sentiment"].path, "broken": damaged}
     args = [arg.format(**{key: str(value) for key, value in paths.items()}) for arg in args]
     before = tree_hash(root / "exports")
@@ -354,10 +382,10 @@ def test_refusals_are_one_line_and_change_nothing(world, damaged, cli, tree_hash
     assert tree_hash(root / "exports") == before
 
 
-def test_a_format_the_task_cannot_export_is_refused(world, cli, monkeypatch, tree_hash):
+def test_a_format_the_task_cannot_export_is_refused(exported, cli, monkeypatch, tree_hash):
     from seqapp.tasks.sentiment_serving import SentimentServing
 
-    root, trained, _ = world
+    root, trained = exported
     monkeypatch.setattr(SentimentServing, "unsupported", {"litert": "its graph has no builtin form"})
     before = tree_hash(root)
     line = error_line(cli("export", "--run", trained["sentiment"].path, "--to", root / "elsewhere",
@@ -366,8 +394,8 @@ def test_a_format_the_task_cannot_export_is_refused(world, cli, monkeypatch, tre
     assert tree_hash(root) == before and not (root / "elsewhere").exists()
 
 
-def test_another_version_is_written_beside_the_first(world, cli):
-    root, trained, _ = world
+def test_another_version_is_written_beside_the_first(exported, cli):
+    root, trained = exported
     result = cli("export", "--run", trained["sine"].path, "--to", root / "exports", "--version", "2")
     assert result.exit_code == 0, result.output
     assert sorted(path.name for path in (root / "exports" / "sine").iterdir()) == ["1", "2", "README.md"]
@@ -444,12 +472,12 @@ def test_character_classes_are_pythons():
     assert re.fullmatch(r"\w", "_") and tf.strings.regex_full_match("_", f"[{text_graph.WORD}]").numpy()
 
 
-def test_exported_models_never_use_cudnn_kernels(world):
+def test_exported_models_never_use_cudnn_kernels(exported):
     """A graph traced with cuDNN kernels (on a GPU machine) would serve on GPUs only."""
-    from seqapp.serving import portable
     from seqapp.layers import is_recurrent
+    from seqapp.serving import portable
 
-    _, trained, _ = world
+    _, trained = exported
     model = portable(load_run(trained["tagging"].path).model)  # bidirectional LSTMs
     recurrent = [inner for layer in model.layers if is_recurrent(layer)
                  for inner in (layer.forward_layer, layer.backward_layer)]

@@ -1,11 +1,12 @@
 """``seqapp export`` of a translate run: the SavedModel translates as ``seqapp predict`` does.
 
-One tiny run is trained (enough epochs and a high enough learning rate that greedy decoding
+One small run is trained (enough epochs and a high enough learning rate that greedy decoding
 writes words and punctuation, with a short ``max_len`` so a long sentence reaches it),
 exported with the CLI and loaded in a fresh process that cannot import seqapp (the helpers
-of ``test_export``). Its translations must equal ``seqapp predict`` (greedy, the default)
-exactly. The in-graph join is also compared with the Python detokenizer on random ids and
-spacing rules, which a tiny model would never exercise all of.
+of ``test_export``; a ``process`` test). Its translations must equal ``seqapp predict``
+(greedy, the default) exactly. The export's layout is checked on the session's tiny run. The
+in-graph join is also compared with the Python detokenizer on random ids and spacing rules,
+which a tiny model would never exercise all of.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 
 import numpy as np
 import pytest
-from test_export import ask_fresh_process, error_line, train
+from test_export import ask_fresh_process, error_line, export_all, train
 
 MAX_LEN = 8
 SOURCES = ["I am cold.", "hello", "", "ZXQV blorf, UNKNOWNWORD?!", "WHERE IS THE STATION?", "She reads a book .",
@@ -27,13 +28,17 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("export_translate")
     run = train("translate", root, ["train.learning_rate=0.02", f"data.max_len={MAX_LEN}", "data.max_pairs=200"],
                 epochs=8)
+    export_all(root, {"translate": run})
     requests = {"translate": [{"texts": SOURCES}, *({"texts": [source]} for source in SOURCES[2:4])]}
-    return root, run, ask_fresh_process(root, {"translate": run}, requests)
+    return root, run, ask_fresh_process(root, requests)
 
 
+@pytest.mark.process
 def test_export_translates_as_predict(world, cli):
-    _, run, child = world
+    root, run, child = world
     assert child["seqapp_importable"] is False and child["seqapp_loaded"] is False
+    decoding = root / "exports" / "translate" / "1" / "assets" / "decoding.json"
+    assert json.loads(decoding.read_text(encoding="utf-8"))["max_len"] == MAX_LEN  # the run's, not the default
     answers = child["answers"]["translate"]
     shown = cli("predict", "--run", run.path, "--json", *SOURCES)
     assert shown.exit_code == 0, shown.output
@@ -45,11 +50,12 @@ def test_export_translates_as_predict(world, cli):
     print("\ntranslate: " + " | ".join(f"{source[:30]!r} -> {text!r}" for source, text in zip(SOURCES, expected)))
 
 
-def test_export_layout_assets_readme_and_litert_refusal(world, cli, tree_hash):
-    root, run, _ = world
+def test_export_layout_assets_readme_and_litert_refusal(tiny_runs, tmp_path, cli, tree_hash):
+    run, root = tiny_runs("translate"), tmp_path
+    export_all(root, {"translate": run})
     folder = root / "exports" / "translate"
     assets = folder / "1" / "assets"
-    assert json.loads((assets / "decoding.json").read_text(encoding="utf-8"))["max_len"] == MAX_LEN
+    assert json.loads((assets / "decoding.json").read_text(encoding="utf-8"))["max_len"] == run.config.data.max_len
     target = json.loads((assets / "target_vocabulary.json").read_text(encoding="utf-8"))
     assert target["vocab"] == run.preprocessing["target_tokenizer"]["vocab"] and "spacing" in target
     assert "`translations`: `string[N]`" in (folder / "README.md").read_text(encoding="utf-8")

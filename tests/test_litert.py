@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import CORPUS, tiny_config
 
 from seqapp import litert, sampling
 from seqapp.tasks import load_config, load_run
@@ -23,9 +24,10 @@ def textgen_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("litert")
     corpus = root / "corpus.txt"
     corpus.write_text("the cat sat on the mat. the dog ate the log. a bird in the hand.\n" * 40, encoding="utf-8")
-    cfg = load_config("textgen", ["model.units=32", "model.embedding_dim=8", "data.seq_len=30", "train.epochs=12",
+    cfg = load_config("textgen", ["model.units=32", "model.embedding_dim=8", "data.seq_len=30", "train.epochs=8",
                                   "model.layers=2", "model.cell=gru", "train.batch_size=8", "train.learning_rate=0.01",
-                                  "train.patience=0"], data_file=corpus)
+                                  "train.patience=0", "train.jit_compile=false"],  # XLA's compiling took 3/4 of it
+                      data_file=corpus)
     return train(cfg, root / "runs", verbose=0, log=lambda _: None)
 
 
@@ -69,6 +71,7 @@ def test_numpy_filter_masks_what_the_tensorflow_filter_masks(temperature, top_k,
     assert np.allclose(ours[finite], theirs[finite], rtol=1e-6)
 
 
+@pytest.mark.process
 def test_generate_runs_without_tensorflow(textgen_run, tmp_path):
     """In a process where importing TensorFlow fails, the default engine still answers.
 
@@ -105,13 +108,11 @@ def test_engine_choice_and_its_errors(textgen_run, tmp_path, cli):
     assert result.exit_code == 2 and "cannot be loaded" in result.stderr and "--engine tf" in result.stderr
 
 
-def test_sentiment_litert_probabilities_match_keras(tmp_path):
+def test_sentiment_litert_probabilities_match_keras(tiny_runs):
     from seqapp.tasks.sentiment import Sentiment, class_probabilities
-    from seqapp.training import train
 
     task = Sentiment()
-    run = train(load_config("sentiment", task.tiny["set"], {"train.epochs": 1}), tmp_path, verbose=0,
-                log=lambda _: None)
+    run = tiny_runs("sentiment")  # its tiny settings, one epoch
     assert task.engine(run, "auto") == "litert"
     texts = ["great", "", "the battery died after a day " * 20, *(f"review number {i}, fine" for i in range(40))]
     keras_probs = class_probabilities(load_run(run.path), texts, engine="tf")
@@ -121,3 +122,26 @@ def test_sentiment_litert_probabilities_match_keras(tmp_path):
     lines = list(task.predict(load_run(run.path), texts[:2], engine="litert"))
     classes = run.preprocessing["classes"]
     assert [line.split()[0] for line in lines] == [classes[int(i)] for i in lite_probs[:2].argmax(1)]
+
+
+def test_a_run_trained_without_litert_has_no_graphs_and_answers_on_tensorflow(tmp_path, cli):
+    """``train.litert=false`` skips the conversion: no ``litert/`` folder, and ``generate`` and
+    ``predict`` answer on the tf engine, by default and when asked for it."""
+    from seqapp.tasks.textgen import TextGen
+    from seqapp.training import train
+
+    cfg = tiny_config("textgen", "train.litert=false", "train.jit_compile=false",
+                      values={"data.text": CORPUS})  # 14 batches, not the bundled corpus's 136
+    assert cfg.train.litert is False
+    run = train(cfg, tmp_path, verbose=0, log=lambda _: None)
+    assert not (run.path / litert.FOLDER).exists()
+    assert TextGen().engine(run, "auto") == "tf"
+    args = ["generate", "--seed", "hello", "--length", "20", "--run", run.path, "--random-seed", "1"]
+    default, on_tf = cli(*args), cli(*args, "--engine", "tf")
+    assert default.exit_code == 0 and on_tf.exit_code == 0, default.output + on_tf.output
+    assert default.stdout == on_tf.stdout and default.stdout.startswith("hello")
+    predicted = cli("predict", "hello", "BEN:", "--run", run.path, "--random-seed", "1")
+    assert predicted.exit_code == 0 and predicted.stdout.startswith("hello"), predicted.output
+    for command in (args, ["predict", "hello", "--run", run.path]):
+        refused = cli(*command, "--engine", "litert")
+        assert refused.exit_code == 2 and "has no LiteRT step graph" in refused.stderr

@@ -1,7 +1,8 @@
 """Install seqapp into a fresh venv of each other supported Python and train and sample a tiny model there.
 
-Slow (each install downloads TensorFlow): run with ``pytest -m slow --runslow tests/test_pythons.py -s``;
-``-s`` shows the install, train and generate timings.
+A ``process`` test (each install downloads TensorFlow): run with
+``pytest -m process --runprocess tests/test_pythons.py -s``; ``-s`` shows the install, train
+and generate timings.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def _run(args: list, timeout: int, env: dict, cwd: Path) -> tuple[subprocess.Com
     return done, time.monotonic() - start
 
 
-@pytest.mark.slow
+@pytest.mark.process
 @pytest.mark.parametrize("version", VERSIONS)
 def test_install_train_generate(version: str, tmp_path: Path) -> None:
     if version == f"{sys.version_info.major}.{sys.version_info.minor}":

@@ -2,7 +2,10 @@
 
 A resumed training must end bit-identical to one that never stopped (weights, metrics,
 history), and no earlier run may change. Kills happen at exact moments through fault
-points (``SEQAPP_FAULT``, see ``seqapp.faults``), in real ``seqapp`` processes.
+points (``SEQAPP_FAULT``, see ``seqapp.faults``), in real ``seqapp`` processes (the
+``process`` tests; the SIGKILLed textgen keeps the template's XLA training step). Elsewhere
+the textgen runs train without XLA, whose compiling cost most of their time, and none of
+them converts to LiteRT, which no resume touches.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_corpus
 
 from seqapp import checkpoint, drafts, faults, runs, training
 from seqapp.errors import SeqappError
@@ -30,7 +34,21 @@ def quiet(_: str) -> None:
 
 
 def tiny_textgen(corpus: Path):
-    return load_config("textgen", [*REGISTRY["textgen"].tiny["set"], *EXTRA], data_file=corpus)
+    """The in-process tests' training: compiling the XLA step took most of each run's time."""
+    return load_config("textgen", [*REGISTRY["textgen"].tiny["set"], *EXTRA, "train.jit_compile=false",
+                                   "train.litert=false"], data_file=corpus)
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory) -> Path:
+    return write_corpus(tmp_path_factory.mktemp("resume") / "corpus.txt")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(corpus_file, tmp_path_factory) -> Path:
+    """The run of ``tiny_textgen(corpus_file)`` that never stopped, trained once for the module."""
+    return training.train(tiny_textgen(corpus_file), tmp_path_factory.mktemp("uninterrupted"), verbose=0,
+                          log=quiet).path
 
 
 def same_runs(first: Path, second: Path) -> None:
@@ -47,9 +65,9 @@ def only_run(out: Path, task: str) -> Path:
     return found[0]
 
 
-def test_rerun_and_resume_after_ctrl_c_are_bit_identical(tmp_path, corpus, monkeypatch):
-    cfg = tiny_textgen(corpus)
-    first = training.train(cfg, tmp_path / "a", verbose=0, log=quiet).path
+def test_rerun_and_resume_after_ctrl_c_are_bit_identical(tmp_path, corpus_file, uninterrupted, monkeypatch):
+    cfg = tiny_textgen(corpus_file)
+    first = uninterrupted
     again = training.train(cfg, tmp_path / "b", verbose=0, log=quiet).path
     same_runs(first, again)
 
@@ -69,9 +87,10 @@ def test_rerun_and_resume_after_ctrl_c_are_bit_identical(tmp_path, corpus, monke
         assert not stopped.value.draft.exists()
 
 
-def test_interrupted_on_an_epochs_last_batch_the_epoch_ends_first(tmp_path, corpus, monkeypatch):
-    cfg = tiny_textgen(corpus)
-    first = training.train(cfg, tmp_path / "a", verbose=0, log=quiet).path
+def test_interrupted_on_an_epochs_last_batch_the_epoch_ends_first(tmp_path, corpus_file, uninterrupted,
+                                                                  monkeypatch):
+    cfg = tiny_textgen(corpus_file)
+    first = uninterrupted
     steps = checkpoint_steps(cfg)
     monkeypatch.setenv("SEQAPP_FAULT", f"batch@{steps}:TERM")
     faults._passes.clear()
@@ -128,8 +147,12 @@ def seqapp(*args: object, cwd: Path, fault: str | None = None, file_limit: int |
 
 
 def train_args(task: str, extra: list[str], out: str = "runs") -> list[str]:
-    sets = [*REGISTRY[task].tiny["set"], *EXTRA, *extra]
+    """``seqapp train`` of ``task``'s tiny run with EXTRA, without the LiteRT conversion (no resume touches it)."""
+    sets = [*REGISTRY[task].tiny["set"], *EXTRA, "train.litert=false", *extra]
     return ["train", task, *(arg for item in sets for arg in ("--set", item)), "-q", "--out", out]
+
+
+NO_XLA = ["train.jit_compile=false"]  # test_textgen_survives_sigkill_at_every_kind_of_moment keeps XLA
 
 
 def kill_and_resume(tmp_path: Path, args: list[str], task: str, fault: str) -> Path:
@@ -143,7 +166,7 @@ def kill_and_resume(tmp_path: Path, args: list[str], task: str, fault: str) -> P
     return Path(tmp_path, resumed.stdout.split("saved run ")[1].split()[0])
 
 
-@pytest.mark.slow
+@pytest.mark.process
 def test_textgen_survives_sigkill_at_every_kind_of_moment(tmp_path, corpus, tree_hash):
     args = [*train_args("textgen", []), "--data", corpus]
     baseline = seqapp(*args, cwd=tmp_path)
@@ -156,7 +179,8 @@ def test_textgen_survives_sigkill_at_every_kind_of_moment(tmp_path, corpus, tree
     assert tree_hash(earlier) == before
 
 
-@pytest.mark.parametrize("task", ["sentiment", pytest.param("translate", marks=pytest.mark.slow)])
+@pytest.mark.process
+@pytest.mark.parametrize("task", ["sentiment", "translate"])
 def test_other_tasks_survive_sigkill_mid_epoch(tmp_path, task):
     args = train_args(task, ["train.checkpoint_every=2"])
     baseline = seqapp(*args, cwd=tmp_path)
@@ -165,8 +189,9 @@ def test_other_tasks_survive_sigkill_mid_epoch(tmp_path, task):
     same_runs(earlier, kill_and_resume(tmp_path, args, task, "batch@5:KILL"))
 
 
+@pytest.mark.process
 def test_sigterm_saves_the_state_and_says_how_to_resume(tmp_path, corpus):
-    args = [*train_args("textgen", []), "--data", corpus]
+    args = [*train_args("textgen", NO_XLA), "--data", corpus]
     stopped = seqapp(*args, cwd=tmp_path, fault="batch@6:TERM")
     assert stopped.returncode == 143, stopped.stderr
     (draft,) = drafts.find(tmp_path / "runs", "textgen")
@@ -176,9 +201,9 @@ def test_sigterm_saves_the_state_and_says_how_to_resume(tmp_path, corpus):
     assert "0 epochs and 6 batches done" in listed.stdout
 
 
-@pytest.mark.slow
+@pytest.mark.process
 def test_a_full_disk_gives_one_line_and_keeps_the_draft_resumable(tmp_path, corpus):
-    args = [*train_args("textgen", []), "--data", corpus]
+    args = [*train_args("textgen", NO_XLA), "--data", corpus]
     killed = seqapp(*args, cwd=tmp_path, fault="batch@18:KILL")  # the state of batch 16 is on disk
     assert killed.returncode == -9
     (draft,) = drafts.find(tmp_path / "runs", "textgen")
@@ -192,7 +217,7 @@ def test_a_full_disk_gives_one_line_and_keeps_the_draft_resumable(tmp_path, corp
     assert (draft / drafts.STATE_FILE).read_bytes() == state_before
     resumed = seqapp("train", "--resume", str(draft.relative_to(tmp_path)), "--out", "runs", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    uninterrupted = seqapp(*train_args("textgen", [], out="again"), "--data", corpus, cwd=tmp_path)
+    uninterrupted = seqapp(*train_args("textgen", NO_XLA, out="again"), "--data", corpus, cwd=tmp_path)
     assert uninterrupted.returncode == 0, uninterrupted.stderr
     same_runs(only_run(tmp_path / "again", "textgen"), only_run(tmp_path / "runs", "textgen"))
 

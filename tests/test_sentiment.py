@@ -222,20 +222,13 @@ def test_classification_metrics_by_hand():
 
 # -- training, evaluate and predict through the CLI -------------------------------------
 TINY = ["--set", "model.units=8", "--set", "model.embedding_dim=8", "--set", "model.bidirectional=false",
-        "--epochs", "2", "-q"]
+        "--epochs", "1", "-q"]
 
 
-@pytest.fixture(scope="module")
-def binary_run(tmp_path_factory) -> Path:
-    """A two-epoch run on the bundled data, trained once for the tests below."""
-    from typer.testing import CliRunner
-
-    from seqapp.cli import app
-
-    out = tmp_path_factory.mktemp("runs")
-    result = CliRunner().invoke(app, ["train", "sentiment", "--out", str(out), *TINY])
-    assert result.exit_code == 0, result.output
-    return latest_run(out, "sentiment").path
+@pytest.fixture
+def binary_run(tiny_runs) -> Path:
+    """The session's tiny run on the bundled data (its tiny settings, one epoch)."""
+    return tiny_runs("sentiment").path
 
 
 def test_evaluate_prints_tables_and_baseline(cli, binary_run):
@@ -283,7 +276,7 @@ def test_ten_thousand_lines_in_one_model_call(binary_run, monkeypatch):
 def test_evaluate_refuses_a_label_the_run_never_saw(cli, tmp_path):
     path = write(tmp_path / "data.tsv", labelled("pos", "neg"))
     out = tmp_path / "runs"
-    assert cli("train", "sentiment", "--data", path, "--out", out, *TINY).exit_code == 0
+    assert cli("train", "sentiment", "--data", path, "--out", out, *TINY, "--set", "train.litert=false").exit_code == 0
     write(path, labelled("pos", "neg") + ["so so\tmeh", "fine i guess\tmeh"])
     result = cli("evaluate", "--out", out)
     assert result.exit_code == 2
@@ -296,8 +289,7 @@ def test_multi_class_run(cli, tmp_path):
               "weather": ["rain all day and strong wind", "a sunny morning, then clouds", "snow fell overnight"]}
     lines = [f"{text}\t{topic}" for _ in range(8) for topic, texts in topics.items() for text in texts]
     out = tmp_path / "runs"
-    result = cli("train", "sentiment", "--data", write(tmp_path / "topics.tsv", lines), "--out", out, *TINY,
-                 "--epochs", "3")
+    result = cli("train", "sentiment", "--data", write(tmp_path / "topics.tsv", lines), "--out", out, *TINY)
     assert result.exit_code == 0, result.output
     run = latest_run(out, "sentiment")
     assert run.preprocessing["classes"] == ["food", "sport", "weather"]

@@ -3,8 +3,9 @@
 Each server is a ``seqapp serve --port 0`` subprocess (the port it took is read from its
 start-up line), called with ``urllib``; its answers must equal ``seqapp predict`` and
 ``seqapp generate``. The malformed requests below each get a 4xx with one ``error`` line,
-and the server keeps answering. Skipped only where the ``serve`` extra is missing; the
-``test`` extra pulls it in, so CI runs these.
+and the server keeps answering. Those are ``process`` tests; the checks that need no server
+run in the default suite. Skipped only where the ``serve`` extra is missing; the ``test``
+extra pulls it in, so CI runs these.
 """
 
 from __future__ import annotations
@@ -48,13 +49,13 @@ def root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def sentiment_run(root) -> Path:
-    return train_tiny("sentiment", root / "runs")
+def sentiment_run(tiny_runs) -> Path:
+    return tiny_runs("sentiment").path
 
 
 @pytest.fixture(scope="module")
-def translate_run(root) -> Path:
-    return train_tiny("translate", root / "runs")
+def translate_run(tiny_runs) -> Path:
+    return tiny_runs("translate").path
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +146,7 @@ def cli_lines(*args: str) -> list[str]:
 
 
 # -- answers equal the CLI's ---------------------------------------------------------------
+@pytest.mark.process
 def test_sentiment_predict_equals_the_cli(sentiment_server, sentiment_run):
     texts = ["works great, love it", "the battery died after a day", "meh"]
     status, body = sentiment_server.json("/predict", {"inputs": texts})
@@ -157,6 +159,7 @@ def test_sentiment_predict_equals_the_cli(sentiment_server, sentiment_run):
             assert output["probabilities"][label] == pytest.approx(probability, abs=1e-5)
 
 
+@pytest.mark.process
 def test_translate_predict_equals_the_cli(translate_run):
     texts = ["I am cold.", "hello", "Go."]
     expected = [json.loads(line) for line in
@@ -168,6 +171,7 @@ def test_translate_predict_equals_the_cli(translate_run):
         assert status == 400 and body["error"].startswith("beam 0 must be at least 1")
 
 
+@pytest.mark.process
 def test_textgen_predict_continues_each_seed_within_max_tokens(textgen_server, textgen_run):
     seeds = ["hello", "to be"]  # the server takes at most 100 tokens (--max-tokens 100), not the usual 300
     status, body = textgen_server.json("/predict", {"inputs": seeds, "options": {"random_seed": 3}})
@@ -178,6 +182,7 @@ def test_textgen_predict_continues_each_seed_within_max_tokens(textgen_server, t
     assert all(len(output["text"]) == len(seed) + 100 for seed, output in zip(seeds, body["outputs"]))
 
 
+@pytest.mark.process
 def test_generate_streams_the_cli_text(textgen_server, textgen_run):
     options = {"length": 100, "temperature": 0.8, "random_seed": 3}  # over the 64 pieces one chunk holds at most
     expected = cli_lines("generate", "--run", str(textgen_run), "--seed", "hello", "--length", "100",
@@ -192,6 +197,7 @@ def test_generate_streams_the_cli_text(textgen_server, textgen_run):
     assert events.decode().endswith("event: end\ndata: {}\n\n")
 
 
+@pytest.mark.process
 def test_health_and_info(sentiment_server, sentiment_run):
     status, health = sentiment_server.json("/health")
     assert status == 200 and health["status"] == "ok" and health["task"] == "sentiment"
@@ -256,6 +262,7 @@ def assert_one_error(status: int, text: bytes, expected: int, why: str) -> str:
     return error
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("why, method, path, body, expected", MALFORMED, ids=[case[0] for case in MALFORMED])
 def test_malformed_request_gets_one_error_and_the_server_goes_on(sentiment_server, why, method, path, body,
                                                                  expected):
@@ -265,6 +272,7 @@ def test_malformed_request_gets_one_error_and_the_server_goes_on(sentiment_serve
     assert sentiment_server.call("/health")[0] == 200
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("why, body, expected", MALFORMED_GENERATE, ids=[case[0] for case in MALFORMED_GENERATE])
 def test_malformed_generate_gets_one_error(textgen_server, why, body, expected):
     status, text = textgen_server.call("/generate", body)
@@ -276,8 +284,8 @@ def test_malformed_generate_gets_one_error(textgen_server, why, body, expected):
 
 def test_options_are_checked_as_the_task_declares_them():
     """A sine run takes no inputs and an integer horizon (checked without a server or a model)."""
-    from seqapp.serve_service import Limits
     from seqapp.serve_app import ApiError, predict_request
+    from seqapp.serve_service import Limits
     from seqapp.tasks import get_task
 
     task = get_task("sine")()
@@ -296,6 +304,7 @@ def test_options_are_checked_as_the_task_declares_them():
 
 
 # -- batching under concurrent load --------------------------------------------------------
+@pytest.mark.process
 def test_concurrent_requests_are_answered_right_and_batched(sentiment_server):
     texts = [f"works great {i}, love it" if i % 2 else f"the battery died after {i} days" for i in range(8)]
     status, body = sentiment_server.json("/predict", {"inputs": texts})
@@ -322,6 +331,7 @@ def test_concurrent_requests_are_answered_right_and_batched(sentiment_server):
 
 
 # -- start-up and shutdown -----------------------------------------------------------------
+@pytest.mark.process
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 def test_a_signal_stops_the_server_with_exit_0(sentiment_run, sig):
     server = Server(sentiment_run, "--no-batching")
@@ -360,6 +370,7 @@ def test_a_missing_extra_is_one_line(cli, sentiment_run, monkeypatch):
     assert result.stderr.strip() == 'error: seqapp serve needs the serve extra: pip install "seqapp[serve]"'
 
 
+@pytest.mark.process
 def test_the_cli_does_not_import_the_server_stack():
     code = "import sys, seqapp.cli; print(sorted(m for m in ('fastapi', 'uvicorn', 'starlette') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -229,12 +229,10 @@ def test_last_value_baseline_targets(tmp_path):
 
 
 # -- trained runs: forecasts, metrics, templates ------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    from seqapp.training import train
-
-    out = tmp_path_factory.mktemp("runs")
-    return train(tiny_config(), out, verbose=0, log=lambda message: None)
+@pytest.fixture
+def tiny_run(tiny_runs):
+    """The session's tiny sine run (``tiny_config()``)."""
+    return tiny_runs("sine")
 
 
 def test_metrics_have_baselines_and_the_noise_floor(tiny_run):

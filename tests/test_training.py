@@ -8,15 +8,18 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import CORPUS
 
 
-def tiny_model(jit: bool):
-    """The tiny textgen run's model and training data, seeded, with the stock recurrent loop."""
+def tiny_model(jit: bool, text: str | None = None):
+    """The tiny textgen run's model and training data, seeded, with the stock recurrent loop
+    (on ``text`` where given, else on the bundled corpus)."""
     from seqapp.tasks import REGISTRY, load_config
     from seqapp.training import prepare
 
     cfg = load_config("textgen", [*REGISTRY["textgen"].tiny["set"], "train.fast_rnn=false",
-                                  f"train.jit_compile={str(jit).lower()}"], {"train.epochs": 1})
+                                  f"train.jit_compile={str(jit).lower()}"],
+                      {"train.epochs": 1, **({"data.text": text} if text else {})})
     ready = prepare(cfg)
     return ready.model, ready.train_ds
 
@@ -34,19 +37,20 @@ def fit_counting(model, dataset) -> int:
 def test_fed_fit_trains_every_batch_to_the_weights_keras_fit_gives():
     from seqapp.training import set_jit_compile
 
-    fed, dataset = tiny_model(jit=True)
+    fed, dataset = tiny_model(jit=True, text=CORPUS)  # 14 batches (the bundled corpus: 136)
     set_jit_compile(fed, True)
     assert fed.train_function is not None  # replaced before fit; Keras would build its own
     fed_batches = fit_counting(fed, dataset)
 
-    stock, dataset = tiny_model(jit=True)
+    stock, dataset = tiny_model(jit=True, text=CORPUS)
     stock.jit_compile = True  # Keras's training function: the batch is read inside its graph
     stock_batches = fit_counting(stock, dataset)
 
     assert fed_batches == stock_batches == int(dataset.cardinality())
     for a, b in zip(fed.get_weights(), stock.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
-    assert not np.allclose(fed.get_weights()[0], tiny_model(jit=True)[0].get_weights()[0])  # it did train
+    assert fed_batches > 5  # several batches: each one's update carries into the next
+    assert not np.allclose(fed.get_weights()[0], tiny_model(jit=True, text=CORPUS)[0].get_weights()[0])  # it did train
 
 
 @pytest.mark.parametrize("jit, mode", [(False, None), (True, "mirrored"), (True, "multi_worker")])

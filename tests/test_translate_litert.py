@@ -2,8 +2,9 @@
 
 Random-weight runs (sharp logits, see test_translate.small_run) are exported directly, so
 the parity tests cover attention none / Luong / Bahdanau and LSTM / GRU / bidirectional
-encoders without training; one tiny trained run checks that training writes the graphs
-and that ``seqapp predict`` answers from them in a process where TensorFlow cannot load.
+encoders without training; the session's tiny trained run checks that training writes the
+graphs and that ``seqapp predict`` answers from them in a process where TensorFlow cannot
+load (a ``process`` test).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 from test_translate import PAIRS, small_run
 
 from seqapp import litert
-from seqapp.tasks import load_config, load_run
+from seqapp.tasks import load_run
 from seqapp.tasks.translate import Translate, make_translator
 from seqapp.tasks.translate_model import LITERT_BATCH, LITERT_ENCODER, LITERT_STEP
 
@@ -29,14 +30,10 @@ SOURCES = [source for source, _ in PAIRS] + ["", "?!", "Zebras juggle quietly.",
 MANY = SOURCES + [f"{a} {b}" for a, _ in PAIRS[:4] for b, _ in PAIRS[4:]] + [source.upper() for source, _ in PAIRS]
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
+@pytest.fixture
+def trained_run(tiny_runs):
     """The task's tiny run, trained one epoch by the normal training path (which exports)."""
-    from seqapp.training import train
-
-    task = Translate()
-    cfg = load_config("translate", task.tiny["set"], {"train.epochs": 1})
-    return train(cfg, tmp_path_factory.mktemp("translate-litert"), verbose=0, log=lambda _: None)
+    return tiny_runs("translate")
 
 
 def assert_same_hypotheses(expected, got):
@@ -112,6 +109,7 @@ def test_training_writes_the_graphs_and_predict_uses_them(trained_run, tmp_path)
     assert plot.stat().st_size > 0
 
 
+@pytest.mark.process
 def test_predict_runs_without_tensorflow(trained_run, tmp_path):
     """In a process where importing TensorFlow or Keras fails, the default engine still answers."""
     poison = tmp_path / "poison"
