@@ -1,10 +1,10 @@
 """``seqapp export``: the exported graphs give seqapp's own answers, in a process without seqapp.
 
-Tiny runs of every exportable task (the session's tiny sine, sentiment and tagging runs, a
-textgen run trained a little longer, a word-level language model and, in one test, a
-differenced bidirectional forecaster) are exported with the CLI once, and loaded in one
-fresh Python process that imports only TensorFlow (seqapp cannot be imported there): those
-tests are ``process`` tests. Its answers must equal ``seqapp predict`` / ``generate`` on the
+Tiny runs of every exportable task (the session's tiny runs; for the fresh process, a textgen
+run trained a little longer, a word-level language model and, in one test, a differenced
+bidirectional forecaster) are exported with the CLI once, and loaded in one fresh Python
+process that imports only TensorFlow (seqapp cannot be imported there): those tests are
+``process`` tests. Its answers must equal ``seqapp predict`` / ``generate`` on the
 same raw inputs: labels, tags and text exactly, probabilities and forecasts within 1e-5. The
 in-graph tokenizers are compared with the Python ones on tricky texts, the LiteRT exports
 with Keras, and every refusal is one line, exit 2, nothing written.
@@ -81,31 +81,28 @@ def train(name: str, root: Path, settings: list[str] | None = None, epochs: int 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, tiny_runs):
-    """Tiny runs, exported with the CLI to ``root/exports/<name>``: ``(root, trained)``. The
-    session's tiny sine, sentiment and tagging runs; a textgen run trained long enough that its
-    greedy text is not all spaces (without the LiteRT conversion at the end of training: the
-    tests export their own LiteRT graphs)."""
+    """The session's tiny runs, the sine and sentiment ones exported with the CLI to
+    ``root/exports/<name>`` (the fresh process's tests export the others): ``(root, trained)``."""
     root = tmp_path_factory.mktemp("export")
-    corpus = root / "corpus.txt"
-    corpus.write_text(CORPUS, encoding="utf-8")
-    trained = {"textgen": train("textgen", root, ["train.learning_rate=0.02", "data.stride=5",
-                                                  "train.jit_compile=false", "train.litert=false"],
-                                epochs=3, data_file=corpus),
-               "sine": tiny_runs("sine"), "sentiment": tiny_runs("sentiment"), "tagging": tiny_runs("tagging")}
-    export_all(root, trained)
+    trained = {name: tiny_runs(name) for name in ("textgen", "sine", "sentiment", "tagging")}
+    export_all(root, {name: trained[name] for name in ("sine", "sentiment")})
     return root, trained
 
 
 @pytest.fixture(scope="module")
 def world(exported):
-    """The exports, a word-level language model's too, and the fresh process's answers to the
-    same inputs: ``(root, trained, answers)``."""
+    """Every export and the fresh process's answers to the same inputs: ``(root, trained, answers)``.
+    The language models here read CORPUS: a textgen run trained long enough that its greedy text is
+    not all spaces, and a word-level one (neither converts to LiteRT: no test here reads that)."""
     root, trained = exported
-    words = {"words": train("textgen-words", root, ["model.units=16", "model.embedding_dim=8", "data.seq_len=10",
-                                                    "data.stride=2", "train.litert=false"],
-                            epochs=2, data_file=root / "corpus.txt")}
-    export_all(root, words)
-    trained = {**trained, **words}
+    corpus = root / "corpus.txt"
+    corpus.write_text(CORPUS, encoding="utf-8")
+    textgen = train("textgen", root, ["train.learning_rate=0.02", "data.stride=5", "train.jit_compile=false",
+                                      "train.litert=false"], epochs=3, data_file=corpus)
+    words = train("textgen-words", root, ["model.units=16", "model.embedding_dim=8", "data.seq_len=10",
+                                          "data.stride=2", "train.litert=false"], epochs=2, data_file=corpus)
+    trained = {**trained, "textgen": textgen, "words": words}
+    export_all(root, {name: trained[name] for name in ("textgen", "tagging", "words")})
     return root, trained, ask_fresh_process(root, requests_by_export(trained))
 
 

@@ -24,7 +24,7 @@ def textgen_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("litert")
     corpus = root / "corpus.txt"
     corpus.write_text("the cat sat on the mat. the dog ate the log. a bird in the hand.\n" * 40, encoding="utf-8")
-    cfg = load_config("textgen", ["model.units=32", "model.embedding_dim=8", "data.seq_len=30", "train.epochs=8",
+    cfg = load_config("textgen", ["model.units=32", "model.embedding_dim=8", "data.seq_len=30", "train.epochs=6",
                                   "model.layers=2", "model.cell=gru", "train.batch_size=8", "train.learning_rate=0.01",
                                   "train.patience=0", "train.jit_compile=false"],  # XLA's compiling took 3/4 of it
                       data_file=corpus)
