@@ -199,8 +199,9 @@ class Sine(Task):
 
     def serving_module(self, run: Any) -> Any:
         """``seqapp export``: raw histories in, forecasts out (see ``regression_serving``)."""
-        from seqapp.tasks import regression_serving
-        return regression_serving.SeriesServing(run)
+        from seqapp.tasks.regression_serving import SeriesServing
+
+        return SeriesServing(run)
 
     # -- forecasting ------------------------------------------------------------------
     def check_inputs(self, inputs: list[str], horizon: int | None = None, **opts: Any) -> None:

@@ -227,8 +227,9 @@ class Sentiment(Task):
 
     def serving_module(self, run: Any) -> Any:
         """``seqapp export``: raw texts in, labels and probabilities out (see ``sentiment_serving``)."""
-        from seqapp.tasks import sentiment_serving
-        return sentiment_serving.SentimentServing(run)
+        from seqapp.tasks.sentiment_serving import SentimentServing
+
+        return SentimentServing(run)
 
     def predict(self, run: Any, inputs: list[str], **opts: Any) -> Iterator[str]:
         """Label and probability of each text, all texts in one batched model call."""

@@ -219,8 +219,9 @@ class Tagging(Task):
 
     def serving_module(self, run: Any) -> Any:
         """``seqapp export``: raw sentences in, tokens and tags out (see ``tagging_serving``)."""
-        from seqapp.tasks import tagging_serving
-        return tagging_serving.TaggingServing(run)
+        from seqapp.tasks.tagging_serving import TaggingServing
+
+        return TaggingServing(run)
 
     # -- prediction -------------------------------------------------------------------
     def check_inputs(self, inputs: list[str], **opts: Any) -> None:

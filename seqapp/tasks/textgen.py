@@ -167,8 +167,9 @@ class TextGen(Task):
 
     def serving_module(self, run: Any) -> Any:
         """``seqapp export``: a seed in, generated text out (see ``textgen_serving``)."""
-        from seqapp.tasks import textgen_serving
-        return textgen_serving.TextGenServing(run)
+        from seqapp.tasks.textgen_serving import TextGenServing
+
+        return TextGenServing(run)
 
 
 def split_by_position(text: str, val_fraction: float, test_fraction: float) -> Splits:

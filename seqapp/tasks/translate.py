@@ -153,8 +153,9 @@ class Translate(Task):
 
     def serving_module(self, run: Any) -> Any:
         """``seqapp export``: raw sentences in, greedy translations out (see ``translate_serving``)."""
-        from seqapp.tasks import translate_serving
-        return translate_serving.TranslateServing(run)
+        from seqapp.tasks.translate_serving import TranslateServing
+
+        return TranslateServing(run)
 
     # -- evaluation -------------------------------------------------------------------
     def evaluate(self, run: Any, splits: Splits) -> dict:
