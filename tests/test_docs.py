@@ -10,7 +10,9 @@
   the examples name are made there from the bundled data; a dated run folder in an example
   (``runs/textgen/20261125-130802``) stands for the newest run of that task; ``seqapp
   serve`` runs in the background on a free port, which the page's ``curl`` lines then use.
-  Each command must exit 0, or with the code listed in EXPECTED_CODE. Commands that cannot
+  A command made only of ``seqapp`` calls runs in the test process (TensorFlow loads once, not
+  once a command; ``serve`` and ``launch`` excepted); pipes, redirections and variables run in
+  ``bash``. Each command must exit 0, or with the code listed in EXPECTED_CODE. Commands that cannot
   run here are listed in EXEMPT, each with its reason; fences other than ``bash`` (the
   Kubernetes YAML, Python, folder trees) are not commands. bench/README.md is checked for
   links only: its commands take minutes to hours and write bench/results/.
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -280,6 +283,44 @@ class Server:
             return self.process.wait()
 
 
+def seqapp_calls(shell: str) -> list[list[str]] | None:
+    """The argument lists of a command made only of ``seqapp`` calls joined by ``&&``, each run
+    in this test process (TensorFlow is loaded once, not once a command); None when the command
+    needs a shell: pipes, redirections, variables, globs, other programs, ``serve`` and ``launch``."""
+    calls = []
+    for part in split_unquoted(shell, ("&&",))[::2]:
+        if re.search(r"[$`]", part) or len(split_unquoted(part, ("|", "<", ">", ";", "*", "?", "~"))) > 1:
+            return None
+        words = shlex.split(part)
+        if words[:1] != ["seqapp"] or words[1:2] in (["serve"], ["launch"]):
+            return None
+        calls.append(words[1:])
+    return calls
+
+
+def run_in_process(calls: list[list[str]], cwd: Path, env: dict) -> tuple[int, str]:
+    """Run ``seqapp`` calls one after another in ``cwd`` with ``env``, as ``a && b`` would; the exit
+    code and output of the last one run."""
+    from typer.testing import CliRunner
+
+    from seqapp.cli import app
+
+    changed = {name: value for name, value in env.items() if os.environ.get(name) != value}
+    before = Path.cwd()
+    os.chdir(cwd)
+    try:
+        for args in calls:
+            result = CliRunner().invoke(app, args, env=changed)
+            output = f"--- output\n{result.output[-3000:]}"
+            if result.exception is not None and not isinstance(result.exception, SystemExit):
+                output += "\n" + "".join(traceback.format_exception(result.exception))[-3000:]
+            if result.exit_code != 0:
+                break
+    finally:
+        os.chdir(before)
+    return result.exit_code, output
+
+
 def make_example_files(folder: Path) -> None:
     """The data files the examples name, made from the bundled data."""
     data = ROOT / "data"
@@ -367,13 +408,18 @@ def run_page(page: Path, folder: Path) -> list[str]:
                     command = "curl --fail-with-body " + command.removeprefix("curl ")
                 shell = with_real_runs(with_tiny_settings(command, folder), runs)
                 began = time.monotonic()
-                done = subprocess.run(["bash", "-c", shell], cwd=folder, env=env, capture_output=True, text=True,
-                                      timeout=COMMAND_TIMEOUT_S, stdin=subprocess.DEVNULL)
+                calls = seqapp_calls(shell)
+                if calls is None:
+                    done = subprocess.run(["bash", "-c", shell], cwd=folder, env=env, capture_output=True, text=True,
+                                          timeout=COMMAND_TIMEOUT_S, stdin=subprocess.DEVNULL)
+                    code = done.returncode
+                    output = f"--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
+                else:
+                    code, output = run_in_process(calls, folder, env)
                 want = expected_code(command)
-                assert done.returncode == want, (f"{where}: exit {done.returncode}, expected {want}\n$ {shell}\n"
-                                                 f"--- stdout\n{done.stdout[-3000:]}\n"
-                                                 f"--- stderr\n{done.stderr[-3000:]}")
-                report.append(f"{where}: ok ({time.monotonic() - began:.1f} s): {command}")
+                assert code == want, f"{where}: exit {code}, expected {want}\n$ {shell}\n{output}"
+                how = "in-process" if calls is not None else "shell"
+                report.append(f"{where}: ok ({how}, {time.monotonic() - began:.1f} s): {command}")
         finally:
             for server in servers:
                 code = server.stop()
@@ -390,6 +436,12 @@ def test_the_command_parsing_keeps_quotes_pipes_and_redirections(tmp_path):
     assert with_tiny_settings("seqapp train --resume", tmp_path) == "seqapp train --resume"
     assert "--epochs 1" in with_tiny_settings("seqapp launch --workers 2 -- train textgen --epochs 3", tmp_path)
     assert without_comment('seqapp generate --seed "a # b"   # comment') == 'seqapp generate --seed "a # b"'
+    assert seqapp_calls('seqapp train textgen --set "x=a | b" && seqapp generate --seed "hi there"') \
+        == [["train", "textgen", "--set", "x=a | b"], ["generate", "--seed", "hi there"]]
+    for shell_only in ("cat a.txt | seqapp predict -", "seqapp predict - < a.txt", "X=1 seqapp train textgen",
+                       'seqapp predict "$HOME"', "seqapp serve --port 8000", "seqapp train a && ls *.txt",
+                       "seqapp launch --workers 2 -- train textgen"):
+        assert seqapp_calls(shell_only) is None, shell_only
     block = command_blocks(README)[0]
     assert [reason_exempt(part) is None for part in split_unquoted(block.commands[0][1], ("&&",))[::2]] \
         == [False, True, True]
