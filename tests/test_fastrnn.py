@@ -494,6 +494,7 @@ print(json.dumps({"predictions": model.predict(x, verbose=0).tolist(),
 '''
 
 
+@pytest.mark.process  # a fresh Python process loads the model
 def test_a_model_trained_fast_saves_stock_layers_that_load_without_seqapp(tmp_path, fast_calls):
     from seqapp import fastrnn
 
