@@ -14,12 +14,21 @@ a copy (:func:`copy_run`), and the session checks at its end that no shared run 
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -52,6 +61,17 @@ def quiet_tensorflow() -> None:
     from seqapp import backend
 
     backend.start()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def freeze_what_earlier_modules_left():
+    """After each test module, its survivors (models, graphs, traced functions) move out of the
+    garbage collector's sight (:func:`gc.freeze`): a full collection then scans only what later
+    tests make. Without it each collection walks every object of the session so far, and
+    TensorFlow's tracing, which makes many objects, slowed by up to 18 s a test late in the run."""
+    yield
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.fixture
@@ -126,6 +146,24 @@ def tiny_runs(tmp_path_factory):
     assert not changed, f"a test changed the shared tiny run of {changed}; change a copy_run copy instead"
 
 
+@pytest.fixture(scope="session")
+def sentiment_run(tiny_runs) -> Path:
+    """The folder of the session's tiny sentiment run (read it, never change it)."""
+    return tiny_runs("sentiment").path
+
+
+@pytest.fixture(scope="session")
+def translate_run(tiny_runs) -> Path:
+    """The folder of the session's tiny translate run (read it, never change it)."""
+    return tiny_runs("translate").path
+
+
+@pytest.fixture(scope="session")
+def sine_run(tiny_runs) -> Path:
+    """The folder of the session's tiny sine run (read it, never change it)."""
+    return tiny_runs("sine").path
+
+
 def copy_run(run, into: Path):
     """A copy of ``run`` (a Run or its folder) as ``into/<task>/<its folder name>``, loaded: the run
     to change where a test changes a shared one."""
@@ -172,3 +210,81 @@ def without_seqapp(script: str, *args: str, cwd: Path, input: str | None = None)
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     return subprocess.run([sys.executable, "-I", "-c", BLOCK_SEQAPP + script, *args], input=input,
                           capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+
+
+# -- seqapp serve in a subprocess ------------------------------------------------------------
+SERVE_START_S = 120
+
+
+class Server:
+    """A running ``seqapp serve`` subprocess and what it wrote to stderr."""
+
+    def __init__(self, run: Path | None, *options: str, cwd: Path | None = None, env: dict | None = None,
+                 files: int | None = None) -> None:
+        """``seqapp serve --run RUN --port 0 OPTIONS`` (no ``--run`` when ``run`` is None; a ``--port``
+        among ``options`` wins) in ``cwd`` with ``env`` added to this environment; ``files``: the
+        limit on open files of the server process (soft and hard), as ``ulimit -n`` sets it."""
+        command = [sys.executable, "-m", "seqapp", "serve", *(["--run", str(run)] if run else []), "--port", "0",
+                   *options]
+
+        def limit_files() -> None:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
+
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=cwd,
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+                                        preexec_fn=limit_files if files else None)
+        self.lines: list[str] = []
+        deadline = time.monotonic() + SERVE_START_S
+        while time.monotonic() < deadline:
+            line = self.process.stderr.readline()
+            if not line:
+                raise AssertionError(f"seqapp serve exited ({self.process.wait()}): {''.join(self.lines)}")
+            self.lines.append(line)
+            found = re.search(r"on (http://\S+?); API docs", line)
+            if found:
+                self.url = found.group(1)
+                break
+        else:
+            self.process.kill()
+            raise AssertionError(f"seqapp serve did not start in {SERVE_START_S} s: {''.join(self.lines)}")
+        self.drain = threading.Thread(target=lambda: self.lines.extend(self.process.stderr), daemon=True)
+        self.drain.start()
+
+    def call(self, path: str, body: object = None, method: str | None = None, raw: bytes | None = None,
+             headers: dict | None = None) -> tuple[int, bytes]:
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        request = urllib.request.Request(self.url + path, data=data,
+                                         method=method or ("GET" if data is None else "POST"),
+                                         headers={"Content-Type": "application/json", **(headers or {})})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def json(self, path: str, body: object = None, **kwargs) -> tuple[int, dict]:
+        status, text = self.call(path, body, **kwargs)
+        return status, json.loads(text)
+
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
+        """Send ``sig``; the exit code and all of stderr."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            code = self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self.drain.join(timeout=10)
+        return code, "".join(self.lines)
+
+
+@contextmanager
+def serving(run: Path, *options: str, **kwargs):
+    server = Server(run, *options, **kwargs)
+    try:
+        yield server
+    finally:
+        server.stop()

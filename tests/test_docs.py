@@ -25,16 +25,15 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import Server
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -59,7 +58,6 @@ EXPECTED_CODE = {
     r"^seqapp train --resume\s*$": (2, "a fresh folder has no interrupted training to resume"),
 }
 COMMAND_TIMEOUT_S = 600
-SERVER_START_S = 120
 
 
 # -- Markdown ------------------------------------------------------------------------------------
@@ -241,46 +239,22 @@ def with_real_runs(command: str, runs: Path) -> str:
     return re.sub(r"runs/(\w+)/\d{8}-\d{6}", newest, command)
 
 
-class Server:
-    """A ``seqapp serve`` of a command block, on a free port; the block's URLs are pointed at it."""
+class DocServer:
+    """A ``seqapp serve`` line of a command block, started on a free port (:class:`conftest.Server`);
+    the block's URLs are pointed at it."""
 
     def __init__(self, command: str, cwd: Path, env: dict) -> None:
-        words = shlex.split(command)
-        if "--port" in words:
-            at = words.index("--port") + 1
-            self.documented, words[at] = words[at], "0"
-        else:
-            self.documented, words = "8000", [*words, "--port", "0"]
-        self.process = subprocess.Popen([sys.executable, "-m", "seqapp", *words[1:]], cwd=cwd, text=True,
-                                        env={**env, "PYTHONUNBUFFERED": "1"},
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.lines: list[str] = []
-        deadline = time.monotonic() + SERVER_START_S
-        while time.monotonic() < deadline:
-            line = self.process.stderr.readline()
-            if not line:
-                raise AssertionError(f"{command}: exited ({self.process.wait()}):\n{''.join(self.lines)}")
-            self.lines.append(line)
-            found = re.search(r"on http://\S+?:(\d+); API docs", line)
-            if found:
-                self.port = found.group(1)
-                break
-        else:
-            self.process.kill()
-            raise AssertionError(f"{command}: not ready in {SERVER_START_S} s:\n{''.join(self.lines)}")
-        threading.Thread(target=lambda: self.lines.extend(self.process.stderr), daemon=True).start()
+        options = shlex.split(command)[2:]
+        self.documented = "8000"
+        if "--port" in options:
+            at = options.index("--port") + 1
+            self.documented, options[at] = options[at], "0"
+        self.server = Server(None, *options, cwd=cwd, env=env)
+        self.port = self.server.url.rsplit(":", 1)[1]
 
     def point_at(self, command: str) -> str:
         """The command with the documented port replaced by this server's."""
         return re.sub(rf"\b(localhost|127\.0\.0\.1|0\.0\.0\.0):{self.documented}\b", rf"\1:{self.port}", command)
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
 
 
 def seqapp_calls(shell: str) -> list[list[str]] | None:
@@ -384,7 +358,7 @@ def run_page(page: Path, folder: Path) -> list[str]:
            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}  # this seqapp
     report, start = [], time.monotonic()
     for block in command_blocks(page):
-        servers: list[Server] = []
+        servers: list[DocServer] = []
         try:
             for number, command in block.commands:
                 where = f"{page.relative_to(ROOT)}:{number}"
@@ -399,7 +373,7 @@ def run_page(page: Path, folder: Path) -> list[str]:
                     continue
                 command = " && ".join(kept)
                 if re.match(r"^seqapp serve\b", command):
-                    servers.append(Server(with_real_runs(command, runs), folder, env))
+                    servers.append(DocServer(with_real_runs(command, runs), folder, env))
                     report.append(f"{where}: started: {command}")
                     continue
                 for server in servers:
@@ -422,8 +396,8 @@ def run_page(page: Path, folder: Path) -> list[str]:
                 report.append(f"{where}: ok ({how}, {time.monotonic() - began:.1f} s): {command}")
         finally:
             for server in servers:
-                code = server.stop()
-                assert code == 0, f"{page.name}:{block.line}: seqapp serve exited {code}:\n{''.join(server.lines)}"
+                code, log = server.server.stop()
+                assert code == 0, f"{page.name}:{block.line}: seqapp serve exited {code}:\n{log}"
     report.append(f"{page.relative_to(ROOT)}: {time.monotonic() - start:.0f} s")
     return report
 

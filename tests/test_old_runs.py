@@ -17,20 +17,14 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import re
 import shutil
-import signal
 import subprocess
 import sys
-import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import hash_tree
+from conftest import hash_tree, serving
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "runs-0.1.0"
 TASKS = ("textgen", "sine", "sentiment", "translate", "tagging")
@@ -40,7 +34,6 @@ UPOS = {"ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART
 # The test-split figure each task's evaluation must reproduce (what 0.1.0 wrote in metrics.json).
 HEADLINE = {"textgen": ("test", "loss"), "sine": ("test", "mse"), "sentiment": ("test", "accuracy"),
             "translate": ("greedy", "chrf"), "tagging": ("test", "accuracy")}
-SERVE_START_S = 120
 
 
 @pytest.fixture(scope="module")
@@ -184,45 +177,6 @@ def test_old_runs_export(old, cli, tmp_path, task):
 
 
 # -- serve (a real server) ------------------------------------------------------------------
-class Server:
-    """``seqapp serve --run RUN --port 0`` in a subprocess; its URL is read from its start-up line."""
-
-    def __init__(self, run: Path) -> None:
-        self.lines: list[str] = []
-        self.process = subprocess.Popen([sys.executable, "-m", "seqapp", "serve", "--run", str(run), "--port", "0"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        deadline = time.monotonic() + SERVE_START_S
-        while time.monotonic() < deadline:
-            line = self.process.stderr.readline()
-            if not line:
-                raise AssertionError(f"seqapp serve exited ({self.process.wait()}): {''.join(self.lines)}")
-            self.lines.append(line)
-            if found := re.search(r"on (http://\S+?); API docs", line):
-                self.url = found.group(1)
-                break
-        else:
-            self.stop()
-            raise AssertionError(f"seqapp serve did not start in {SERVE_START_S} s: {''.join(self.lines)}")
-        self.drain = threading.Thread(target=lambda: self.lines.extend(self.process.stderr), daemon=True)
-        self.drain.start()
-
-    def post(self, path: str, body: dict) -> tuple[int, str]:
-        request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, response.read().decode()
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
-
-
 NUMBERS = ("probability", "probabilities", "log_prob", "forecast")  # compared within 1e-4, the rest exactly
 # One request per task, and the CLI arguments that ask the same (``predict --json``).
 REQUESTS = {
@@ -237,17 +191,16 @@ REQUESTS = {
 @pytest.mark.parametrize("task", TASKS)
 def test_old_runs_are_served(old, cli, task):
     run = run_of(old, task)
-    server = Server(run)
-    try:
+    with serving(run) as server:
         if task == "textgen":
-            status, text = server.post("/generate", {"seed": "hello", "options": {"length": 40, "temperature": 0}})
+            status, text = server.call("/generate", {"seed": "hello", "options": {"length": 40, "temperature": 0}})
             expected = succeeded(cli("generate", "--run", run, "--seed", "hello", "--length", "40",
                                      "--temperature", "0"))
-            assert status == 200 and text.splitlines() == expected.splitlines()
-            assert text.startswith("hello") and len(text.rstrip("\n")) == len("hello") + 40
+            assert status == 200 and text.decode().splitlines() == expected.splitlines()
+            assert text.startswith(b"hello") and len(text.decode().rstrip("\n")) == len("hello") + 40
         else:
             body, args = REQUESTS[task]
-            status, text = server.post("/predict", body)
+            status, text = server.call("/predict", body)
             outputs = json.loads(text)["outputs"]
             expected = predict_json(cli, run, *args)
             assert status == 200 and len(outputs) == len(expected)
@@ -255,9 +208,8 @@ def test_old_runs_are_served(old, cli, task):
                 assert output.keys() == record.keys()
                 for key, value in record.items():
                     assert output[key] == (pytest.approx(value, abs=1e-4) if key in NUMBERS else value), key
-    finally:
-        code = server.stop()
-    assert code == 0, "".join(server.lines)
+    code, log = server.stop()
+    assert code == 0, log
 
 
 # -- resume (a real training) ---------------------------------------------------------------
