@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
-import math
 import os
 import re
 import sys
@@ -25,27 +25,33 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
 
 from seqapp import __version__, files, sampling
 from seqapp.errors import SeqappError
 from seqapp.serve_batching import pull_text
-from seqapp.serve_service import GENERATE_LENGTH, MAX_BEAM, Limits, Service
+from seqapp.serve_guard import Gate
+from seqapp.serve_metrics import CONTENT_TYPE, exposition
+from seqapp.serve_service import GENERATE_LENGTH, MAX_BEAM, Exposure, Limits, Service, without_paths
 
 log = logging.getLogger("seqapp")
 GENERATE_OPTIONS = {"length": int, "temperature": float, "top_k": int, "top_p": float, "random_seed": int}
 KIND_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a text"}
 MAX_RANDOM_SEED = 2**31 - 1
-ENDPOINTS = "POST /predict, POST /generate, GET /health, GET /info (docs at /docs)"
+FLOAT32_MAX = 3.4028234663852886e38  # the largest finite 32-bit float: the models compute in float32
+FLOAT32_TINY = 1.1754943508222875e-38  # the smallest normal one: a smaller value rounds away
+ENDPOINTS = "POST /predict, POST /generate, GET /health, GET /info, GET /metrics (docs at /docs)"
 
 
 class ApiError(Exception):
     """A request the server refuses: HTTP ``status`` and one line saying what to change."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
 
 def json_response(value: Any, status: int = 200, headers: dict | None = None) -> Response:
@@ -53,39 +59,12 @@ def json_response(value: Any, status: int = 200, headers: dict | None = None) ->
                     media_type="application/json")
 
 
-class QuietCancel:
-    """ASGI wrapper: a request cut off when the shutdown's grace period ends gets a 503 (or, mid-stream,
-    its connection closed) instead of a traceback in the log; SIGTERM must stop the server cleanly."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        started = False
-
-        async def tracked(message: dict) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracked)
-        except asyncio.CancelledError:
-            if not started:
-                body = json.dumps({"error": "the server is shutting down; try again later"}).encode()
-                with contextlib.suppress(Exception):
-                    await send({"type": "http.response.start", "status": 503,
-                                "headers": [(b"content-type", b"application/json")]})
-                    await send({"type": "http.response.body", "body": body})
-
-
-def build_app(service: Service, url: str) -> FastAPI:
+def build_app(service: Service, url: str, exposure: Exposure, gate: Gate) -> FastAPI:
     """The FastAPI app serving ``service``; its lifespan starts and stops the batcher and worker."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        asyncio.get_running_loop().set_exception_handler(gate.loop_exception)
         service.batcher.start()
         sys.stderr.write(f"serving the {service.run.task} run {service.run.path} ({service.engine} engine) on {url}"
                          f"; API docs at {url}/docs; Ctrl-C stops\n")
@@ -94,29 +73,43 @@ def build_app(service: Service, url: str) -> FastAPI:
             yield
         finally:
             await service.batcher.stop()
-            service.worker.close()
+            service.worker.close()  # a model call still running is not waited for (serve.py exits without it)
             sys.stderr.write("seqapp serve stopped\n")
+
+    def public(message: str) -> str:
+        return message if exposure.info_paths else without_paths(message)
 
     app = FastAPI(title="seqapp", version=__version__, lifespan=lifespan,
                   description=f"A {service.run.task} run ({service.task.summary}) served by seqapp.")
-    app.add_exception_handler(ApiError, lambda request, exc: json_response({"error": exc.message}, exc.status))
+    app.add_exception_handler(ApiError, lambda request, exc: json_response(
+        {"error": public(exc.message)}, exc.status, exc.headers))
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, lambda request, exc: json_response(
         {"error": f"bad request: {exc.errors()[0].get('msg', 'invalid') if exc.errors() else 'invalid'}"}, 400))
-    app.add_api_route("/predict", predict_endpoint(service), methods=["POST"], response_model=None,
+    app.add_api_route("/predict", predict_endpoint(service, exposure.token), methods=["POST"], response_model=None,
                       summary="Predict for a list of inputs", openapi_extra=PREDICT_DOC)
-    app.add_api_route("/generate", generate_endpoint(service), methods=["POST"], response_model=None,
-                      summary="Stream generated text (text/plain, or server-sent events with Accept: "
-                              "text/event-stream)", openapi_extra=GENERATE_DOC)
+    app.add_api_route("/generate", generate_endpoint(service, exposure.token), methods=["POST"],
+                      response_model=None, summary="Stream generated text (text/plain, or server-sent events with "
+                                                   "Accept: text/event-stream)", openapi_extra=GENERATE_DOC)
 
     async def health() -> Response:
         return json_response({"status": "ok", "task": service.run.task, **service.batcher.stats.as_dict()})
 
     async def info() -> Response:
-        return json_response(files.finite({**service.info(), "stats": service.batcher.stats.as_dict()}))
+        return json_response(files.finite({**service.info(exposure.info_paths),
+                                           "stats": service.batcher.stats.as_dict()}))
 
-    app.add_api_route("/health", health, methods=["GET"], response_model=None, summary="Liveness and counters")
+    async def metrics() -> Response:
+        text = exposition(gate.metrics, connections=len(gate.open), batch=service.batcher.stats.as_dict(),
+                          batch_sizes=service.batcher.batch_sizes, model_seconds=service.worker.seconds,
+                          info={"task": service.run.task, "engine": service.engine, "version": __version__})
+        return Response(text, media_type=CONTENT_TYPE)
+
+    app.add_api_route("/health", health, methods=["GET", "HEAD"], response_model=None,
+                      summary="Liveness and counters")
     app.add_api_route("/info", info, methods=["GET"], response_model=None, summary="The run: task, config, metrics")
+    app.add_api_route("/metrics", metrics, methods=["GET"], response_model=None,
+                      summary="Counters and histograms in the Prometheus text format")
     return app
 
 
@@ -132,8 +125,24 @@ async def http_error(request: Request, exc: HTTPException) -> Response:
     return json_response({"error": message}, exc.status_code, exc.headers)
 
 
-def predict_endpoint(service: Service) -> Any:
+def authorize(request: Request, token: str | None) -> None:
+    """With a token set (``--token`` / ``SEQAPP_TOKEN``), the request must carry it as a bearer token;
+    checked before the body is read, in constant time."""
+    if token is None:
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        raise ApiError(401, 'this server needs a token: send the header "Authorization: Bearer <token>" with the '
+                            "token it was started with (seqapp serve --token, or SEQAPP_TOKEN)",
+                       {"WWW-Authenticate": "Bearer"})
+    if not hmac.compare_digest(given.strip().encode("latin-1"), token.encode()):
+        raise ApiError(401, 'the bearer token is wrong; send "Authorization: Bearer <token>" with the token the '
+                            "server was started with", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+def predict_endpoint(service: Service, token: str | None) -> Any:
     async def predict(request: Request) -> Response:
+        authorize(request, token)
         body = await read_body(request, service.limits)
         inputs, options = predict_request(body, service)
         try:
@@ -147,8 +156,9 @@ def predict_endpoint(service: Service) -> Any:
     return predict
 
 
-def generate_endpoint(service: Service) -> Any:
+def generate_endpoint(service: Service, token: str | None) -> Any:
     async def generate(request: Request) -> Response:
+        authorize(request, token)
         if not service.task.generates:
             raise ApiError(400, f"POST /generate needs a text-generation run, and this server runs a "
                                 f"{service.run.task} run; use POST /predict")
@@ -168,18 +178,20 @@ def generate_endpoint(service: Service) -> Any:
     return generate
 
 
-async def stream(service: Service, pieces: Any, text: str | None, events: bool) -> AsyncIterator[str]:
-    """The generated text as it comes, as plain text or as server-sent events (``data: {"text": ...}``)."""
+async def stream(service: Service, pieces: Any, text: str | None, events: bool) -> AsyncIterator[bytes]:
+    """The generated text as it comes, as plain text or as server-sent events (``data: {"text": ...}``),
+    encoded here (what UTF-8 cannot hold becomes "?"), so that no text can fail once the status is sent."""
     try:
         while text is not None:
-            yield f"data: {json.dumps({'text': text})}\n\n" if events else text
+            chunk = f"data: {json.dumps({'text': text})}\n\n" if events else text
+            yield chunk.encode("utf-8", "replace")
             text = await service.worker.call(pull_text, pieces)
         if events:
-            yield "event: end\ndata: {}\n\n"
+            yield b"event: end\ndata: {}\n\n"
     except Exception as exc:  # the status line is sent: end the stream, and say why in the log
         error = internal_error("generate", exc)
         if events:
-            yield f"event: error\ndata: {json.dumps({'error': error.message})}\n\n"
+            yield f"event: error\ndata: {json.dumps({'error': error.message})}\n\n".encode()
     finally:
         with contextlib.suppress(RuntimeError):  # the worker is already shut down
             service.worker.submit(pieces.close)  # after the step it may be running for us
@@ -202,11 +214,14 @@ async def read_body(request: Request, limits: Limits) -> dict:
     if declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"the body has {declared} bytes; this server takes at most {limit}")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"the body is over {limit} bytes, the most this server takes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, f"the body is over {limit} bytes, the most this server takes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # gone (or timed out) before its whole body came: nobody reads the answer
+        raise ApiError(499, "the client closed the connection before sending its whole body") from None
     raw = b"".join(chunks)
     if not raw.strip():
         raise ApiError(400, 'the request has no body; send a JSON object such as {"inputs": ["a text"]}')
@@ -273,14 +288,22 @@ def text_list(value: Any, limits: Limits) -> list[str]:
     for i, text in enumerate(value):
         if not isinstance(text, str):
             raise ApiError(400, f"inputs[{i}] is {json_type(text)}; each input must be a text (a JSON string)")
-        check_length(f"inputs[{i}]", text, limits)
+        check_text(f"inputs[{i}]", text, limits)
     return value
 
 
-def check_length(what: str, text: str, limits: Limits) -> None:
+def check_text(what: str, text: str, limits: Limits) -> None:
+    """A text field within ``--max-chars`` and made of Unicode characters (JSON's ``\\ud800`` escape
+    alone, a lone surrogate, is not one: no model or answer could encode it)."""
     if len(text) > limits.max_chars:
         raise ApiError(413, f"{what} has {len(text)} characters; this server takes at most {limits.max_chars} "
                             "(seqapp serve --max-chars)")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ApiError(400, f"{what} holds a lone surrogate (\\u{ord(text[exc.start]):04x} at character "
+                            f"{exc.start}), which is not a Unicode character; send valid text (an escaped "
+                            "surrogate must come in a high-low pair such as \\ud83d\\ude00)") from None
 
 
 def generate_request(body: dict, limits: Limits) -> tuple[str, dict]:
@@ -289,7 +312,7 @@ def generate_request(body: dict, limits: Limits) -> tuple[str, dict]:
     seed = "" if body.get("seed") is None else body["seed"]
     if not isinstance(seed, str):
         raise ApiError(400, f'"seed" must be a text to continue, not {json_type(seed)}')
-    check_length('"seed"', seed, limits)
+    check_text('"seed"', seed, limits)
     options = parse_options(body.get("options"), GENERATE_OPTIONS, limits, "text-generation")
     options.setdefault("length", min(GENERATE_LENGTH, limits.max_tokens))
     try:
@@ -324,9 +347,9 @@ def option_value(name: str, value: Any, kind: type, limits: Limits) -> Any:
     if not fits:
         raise ApiError(400, f'option "{name}" must be {KIND_WORDS.get(kind, kind.__name__)}, not {json_type(value)}')
     if kind is float:
-        value = float(value)
-        if not math.isfinite(value):
-            raise ApiError(400, f'option "{name}" must be a finite number')
+        value = float32_option(name, value)
+    if kind is int and not -2**63 <= value < 2**63:
+        raise ApiError(400, f'option "{name}" is too large a number; use a 64-bit integer')
     if kind is int:
         if name == "random_seed" and not 0 <= value <= MAX_RANDOM_SEED:
             raise ApiError(400, f'option "random_seed" is {value}; use a whole number in 0..{MAX_RANDOM_SEED}')
@@ -335,8 +358,19 @@ def option_value(name: str, value: Any, kind: type, limits: Limits) -> Any:
             flag = "" if name == "beam" else " (seqapp serve --max-tokens)"
             raise ApiError(400, f'option "{name}" is {value}; this server allows at most {ceiling}{flag}')
     if kind is str:
-        check_length(f'option "{name}"', value, limits)
+        check_text(f'option "{name}"', value, limits)
     return value
+
+
+def float32_option(name: str, value: int | float) -> float:
+    """A number option as the models use it: 0, or finite and normal as a 32-bit float (a value past
+    3.4e38 would become infinity there, one under 1.2e-38 would lose its digits or become 0)."""
+    fits = abs(value) <= FLOAT32_MAX and (value == 0 or abs(value) >= FLOAT32_TINY)  # NaN fails too
+    if not fits:
+        shown = str(value) if len(str(value)) <= 24 else str(value)[:20] + "..."
+        raise ApiError(400, f'option "{name}" is {shown}, outside the range of a 32-bit float; use 0 or a number '
+                            f"of magnitude {FLOAT32_TINY:.4g} to {FLOAT32_MAX:.4g}")
+    return float(value)
 
 
 def api_wording(message: str, names: Any) -> str:

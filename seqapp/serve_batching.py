@@ -26,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from seqapp.serve_metrics import BATCH_BUCKETS, LATENCY_BUCKETS, Histogram
+
 
 @dataclass
 class Stats:
@@ -41,15 +43,35 @@ class Stats:
 
 
 class Worker:
-    """The single thread that makes every model call, awaited from the event loop."""
+    """The single thread that makes every model call, awaited from the event loop.
+
+    A call cannot be interrupted: at shutdown the server stops waiting for it (:meth:`close`
+    returns at once) and, if it is still running when the server is done, exits without it
+    (:attr:`busy`)."""
 
     def __init__(self) -> None:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seqapp-model")
+        self.seconds = Histogram(LATENCY_BUCKETS)  # how long each call took (GET /metrics)
+        self.running = 0  # calls running now (0 or 1)
 
     async def call(self, function: Callable, *args: Any, **kwargs: Any) -> Any:
         """``function(*args, **kwargs)`` on the worker thread."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, functools.partial(function, *args, **kwargs))
+        return await loop.run_in_executor(self.executor, functools.partial(self.timed, function, *args, **kwargs))
+
+    def timed(self, function: Callable, *args: Any, **kwargs: Any) -> Any:
+        self.running += 1
+        started = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            self.seconds.observe(time.perf_counter() - started)
+            self.running -= 1
+
+    @property
+    def busy(self) -> bool:
+        """A call is running on the thread now."""
+        return self.running > 0
 
     def submit(self, function: Callable, *args: Any) -> None:
         """Queue ``function(*args)`` behind the running call, without waiting (e.g. closing a generator
@@ -57,7 +79,8 @@ class Worker:
         self.executor.submit(function, *args)
 
     def close(self) -> None:
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        """Take no more calls and drop the queued ones; a running call is not waited for."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass
@@ -86,6 +109,7 @@ class Batcher:
         self.wait_s = wait_s
         self.max_batch = max_batch
         self.stats = Stats()
+        self.batch_sizes = Histogram(BATCH_BUCKETS)  # inputs per model call (GET /metrics)
         self.waiting: deque[Pending] = deque()
         self.arrived = asyncio.Event()
         self.full = asyncio.Event()
@@ -185,6 +209,7 @@ class Batcher:
         if requests > 1:
             self.stats.merged_requests += requests
         self.stats.largest_batch = max(self.stats.largest_batch, inputs)
+        self.batch_sizes.observe(inputs)
 
 
 def settle(future: asyncio.Future, result: Any = None, exception: BaseException | None = None) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,9 @@ from seqapp.errors import SeqappError
 OPTION_TYPES = (bool, int, float, str)  # predict options a request may set (not paths: no files written)
 MAX_BEAM = 16  # widest beam a request may ask for: a wider one would hold the model thread for seconds
 GENERATE_LENGTH = 300  # the /generate length when none is given, as for 'seqapp generate'
+# an absolute path inside a text: "/" not after a word, a point, a colon or another "/" (so not in a URL
+# or a fraction), then folders; the last part (the file or folder name) is what is kept
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])(?:/[^/\s'\"]+)+/([^/\s'\"]*)")
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,33 @@ class Limits:
     def max_body_bytes(self) -> int:
         # a JSON-escaped character takes at most 6 bytes (\uXXXX); 64 KiB for the rest of the body
         return self.max_inputs * (self.max_chars * 6 + 8) + 65536
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """How the server meets clients it cannot trust: the token, what ``/info`` shows, and the
+    timeouts and caps that keep a slow, idle or crowded client from holding it (``seqapp serve``'s
+    flags of the same names; seconds)."""
+
+    token: str | None = field(default=None, repr=False)  # bearer token for /predict and /generate
+    info_paths: bool = False  # /info shows the run's absolute path and the config's paths
+    header_timeout: float = 10.0  # a request head must be complete this long after its first byte
+    body_timeout: float = 10.0  # a request body must be complete this long after its head
+    keep_alive_timeout: float = 5.0  # an idle connection is closed after this long
+    shutdown_timeout: float = 5.0  # SIGTERM: requests in flight get this long to finish
+    max_connections: int = 1000  # open connections; past it the oldest idle one is closed
+    max_in_flight: int = 128  # requests being answered (/health and /metrics aside); past it 503
+
+
+def without_paths(value: Any) -> Any:
+    """``value`` (JSON-like) with every absolute path in its texts cut to its last part (a file name)."""
+    if isinstance(value, str):
+        return ABSOLUTE_PATH.sub(r"\1", value)
+    if isinstance(value, dict):
+        return {key: without_paths(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [without_paths(item) for item in value]
+    return value
 
 
 class Service:
@@ -90,11 +121,13 @@ class Service:
         finally:
             logger.disabled = disabled
 
-    def info(self) -> dict:
-        """What ``GET /info`` shows besides the live counters."""
+    def info(self, paths: bool = False) -> dict:
+        """What ``GET /info`` shows besides the live counters: the run by its folder name and the
+        config without absolute paths, unless ``paths`` (``seqapp serve --info-paths``)."""
         prep = self.run.preprocessing
-        return {
-            "task": self.run.task, "summary": self.task.summary, "run": str(self.run.path), "engine": self.engine,
+        shown = {
+            "task": self.run.task, "summary": self.task.summary,
+            "run": str(self.run.path) if paths else self.run.path.name, "engine": self.engine,
             "config": self.run.config.to_dict(), "metrics": self.metrics, "vocabulary_size": vocabulary_sizes(prep),
             "predict_options": {name: kind.__name__ for name, kind in self.predict_options.items()},
             "takes_inputs": self.takes_inputs, "generates": self.task.generates,
@@ -103,6 +136,7 @@ class Service:
                          "max_batch": self.batcher.max_batch},
             "load_seconds": round(self.load_seconds, 3),
         }
+        return shown if paths else without_paths(shown)
 
 
 def refusal(task: Any, inputs: list[str]) -> str | None:

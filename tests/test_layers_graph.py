@@ -26,8 +26,8 @@ LAYERS = {
     "runs": {"runs"},
     "tasks": {"tasks", "tasks.*"},
     "flow": {"checkpoint", "drafts", "training", "engines"},
-    "faces": {"cli", "__main__", "exporting", "serve", "serve_service", "serve_app", "serve_batching", "launch",
-              "listing", "configdoc"},
+    "faces": {"cli", "__main__", "exporting", "serve", "serve_service", "serve_app", "serve_batching", "serve_guard",
+              "serve_metrics", "launch", "listing", "configdoc"},
 }
 
 

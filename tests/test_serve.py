@@ -11,27 +11,22 @@ extra pulls it in, so CI runs these.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import Server, serving
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-START_TIMEOUT_S = 120
 
 
 # -- fixtures: tiny runs and servers --------------------------------------------------------
@@ -49,81 +44,12 @@ def root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def sentiment_run(tiny_runs) -> Path:
-    return tiny_runs("sentiment").path
-
-
-@pytest.fixture(scope="module")
-def translate_run(tiny_runs) -> Path:
-    return tiny_runs("translate").path
-
-
-@pytest.fixture(scope="module")
 def textgen_run(root) -> Path:
     corpus = root / "corpus.txt"
     corpus.write_text("ANNA:\nhello there, the boat is blue.\n\nBEN:\nhello anna.\n\n" * 40, encoding="utf-8")
     return train_tiny("textgen", root / "runs", ["train.jit_compile=false"], data_file=corpus)
 
 
-class Server:
-    """A running ``seqapp serve`` subprocess and what it wrote to stderr."""
-
-    def __init__(self, run: Path, *options: str) -> None:
-        command = [sys.executable, "-m", "seqapp", "serve", "--run", str(run), "--port", "0", *options]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.lines: list[str] = []
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            line = self.process.stderr.readline()
-            if not line:
-                raise AssertionError(f"seqapp serve exited ({self.process.wait()}): {''.join(self.lines)}")
-            self.lines.append(line)
-            found = re.search(r"on (http://\S+?); API docs", line)
-            if found:
-                self.url = found.group(1)
-                break
-        else:
-            raise AssertionError("seqapp serve did not start in time")
-        self.drain = threading.Thread(target=lambda: self.lines.extend(self.process.stderr), daemon=True)
-        self.drain.start()
-
-    def call(self, path: str, body: object = None, method: str | None = None, raw: bytes | None = None,
-             headers: dict | None = None) -> tuple[int, bytes]:
-        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-        request = urllib.request.Request(self.url + path, data=data,
-                                         method=method or ("GET" if data is None else "POST"),
-                                         headers={"Content-Type": "application/json", **(headers or {})})
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-
-    def json(self, path: str, body: object = None, **kwargs) -> tuple[int, dict]:
-        status, text = self.call(path, body, **kwargs)
-        return status, json.loads(text)
-
-    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
-        """Send ``sig``; the exit code and all of stderr."""
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        try:
-            code = self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait()
-        self.drain.join(timeout=10)
-        return code, "".join(self.lines)
-
-
-@contextmanager
-def serving(run: Path, *options: str):
-    server = Server(run, *options)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
