@@ -3,7 +3,9 @@
 A training's draft folder (see :mod:`seqapp.drafts`) holds one ``training-state.npz``:
 every variable of the model (weights and the dropout seed state), of the optimizer (step
 count and moments) and of the loss metrics, the best weights so far, and JSON
-bookkeeping: the epochs and batches done, the history, the early-stopping counters. It is
+bookkeeping: the epochs and batches done, the history, the early-stopping counters, and
+the fingerprint of the settings the training began with (a resume refuses a config.yaml
+edited since, see :func:`seqapp.drafts.check_settings`). It is
 rewritten at the end of every epoch (every ``train.checkpoint_every`` batches too, when
 set) and when Ctrl-C or SIGTERM stops the training, through a temporary file and an atomic
 rename: a kill at any instant leaves the previous state or the new one, never half of one.
@@ -31,7 +33,7 @@ import numpy as np
 
 from seqapp import faults
 from seqapp.config import TrainConfig
-from seqapp.drafts import STATE_FILE, Interrupted, read_state_meta
+from seqapp.drafts import STATE_FILE, Interrupted, info_problem, read_state_meta
 from seqapp.errors import SeqappError
 
 log = logging.getLogger("seqapp")
@@ -51,6 +53,8 @@ class State:
     best_epoch: int | None = None
     wait: int = 0
     done: bool = False
+    # The settings the training began with (:func:`seqapp.drafts.settings_of`); None in a state of seqapp 0.2 or older.
+    settings: dict | None = None
     arrays: dict = field(default_factory=dict, repr=False)
 
     def meta(self) -> dict:
@@ -97,7 +101,8 @@ def load(folder: Path) -> State | None:
             group, _, _ = key.partition("/")
             if group in arrays:
                 arrays[group].append(npz[key])
-    fields = {key: value for key, value in meta.items() if key != "format"}
+    known = {name for name in State.__dataclass_fields__ if name != "arrays"}
+    fields = {key: value for key, value in meta.items() if key in known}
     return State(**fields, arrays=arrays)
 
 
@@ -243,9 +248,17 @@ class Checkpointer(keras.callbacks.Callback):
 
     def save(self, epoch: int, step: int) -> None:
         self.state.epoch, self.state.step = epoch, step
+        if self.state.settings is None:  # what the training began with, as the draft recorded it
+            self.state.settings = recorded_settings(self.folder)
         self.state.arrays.update({group: [keras.ops.convert_to_numpy(v) for v in values]
                                   for group, values in variables(self.model).items()})
         save(self.folder, self.state)
+
+
+def recorded_settings(folder: Path) -> dict | None:
+    """The settings fingerprint a draft's ``draft.json`` recorded when its training began (None if none)."""
+    settings = info_problem(folder)[0].get("settings")
+    return settings if isinstance(settings, dict) else None
 
 
 def write_history(path: Path, history: dict) -> None:

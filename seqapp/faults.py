@@ -5,7 +5,8 @@
 
 - ``batch``: after a training batch (before its end-of-batch checkpoint, if any);
 - ``state_write``: inside a training-state write, the new file half done;
-- ``final_save``: after ``model.keras`` is written, before the run is published.
+- ``final_save``: after ``model.keras`` is written, before the run is published;
+- ``publish``: after the finished draft is renamed into place, before its training state is deleted.
 
 With ``SEQAPP_FAULT_WORKER=I`` only worker I of a multi-worker training (``TF_CONFIG``)
 acts. The crash tests use it to stop a training at exact moments; unset, it costs one dict lookup.

@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from seqapp import drafts, files
+from seqapp import checkpoint, drafts, faults, files, runs
 from seqapp.errors import SeqappError
-from seqapp.tasks import find_run, load_config, load_run
+from seqapp.tasks import REGISTRY, find_run, load_config, load_run
 from seqapp.tasks import latest_run as latest
 
 
 def fake_run(out, template: str, stamp_ns: int):
     """A run folder with the files ``runs.load`` needs (the model file is a placeholder)."""
-    draft = drafts.start(out, load_config(template), None)
+    cfg = load_config(template)
+    draft = drafts.start(out, cfg, None)
     with drafts.training(draft):
-        files.write_json(draft.path / "preprocessing.json", {})
+        (draft.path / "preprocessing.json").write_bytes(next(  # what the task reads: a 0.1.0 run's
+            (Path(__file__).parent / "fixtures" / "runs-0.1.0" / cfg.task).glob("*-old/preprocessing.json")
+        ).read_bytes())
         (draft.path / "model.keras").write_bytes(b"placeholder")
         final = drafts.publish(draft)
     os.utime(final / "model.keras", ns=(stamp_ns, stamp_ns))
@@ -81,3 +87,68 @@ def test_a_run_name_that_is_not_a_plain_folder_name_is_refused(tmp_path, name):
         drafts.start(tmp_path, load_config("textgen"), name)
     assert not (tmp_path / "textgen").exists()
     files.check_name("tiny-1.v2_b")
+
+
+def finished_draft(out: Path, content: bytes, name: str | None = None) -> drafts.Draft:
+    """A draft whose training is over: a run's files and the training state, not yet published."""
+    draft = drafts.start(out, load_config("sine"), name)
+    files.write_json(draft.path / "preprocessing.json", {})
+    (draft.path / "model.keras").write_bytes(content)
+    checkpoint.save(draft.path, checkpoint.State(epoch=1, done=True))
+    return draft
+
+
+def test_a_name_taken_while_publishing_keeps_both_runs(tmp_path, monkeypatch):
+    """Another training with the same --name publishes in the same second, between the look for a
+    free name and the rename: neither run is lost, this one takes the next free name."""
+    draft = finished_draft(tmp_path, b"this run", name="same")
+    moves, taken = {"rename": os.rename, "replace": os.replace}, []
+
+    def other_run_first(kind: str):
+        def move(source, target, *args, **kwargs):
+            if Path(source) == draft.path and not taken:
+                Path(target).mkdir()
+                (Path(target) / "model.keras").write_bytes(b"the other run")
+                taken.append(Path(target))
+            return moves[kind](source, target, *args, **kwargs)
+        return move
+
+    monkeypatch.setattr(os, "rename", other_run_first("rename"))
+    monkeypatch.setattr(os, "replace", other_run_first("replace"))
+    with drafts.training(draft):
+        final = drafts.publish(draft)
+    monkeypatch.undo()
+    (other,) = taken
+    assert final == other.with_name(f"{other.name}-2") and other.name.endswith("-same")
+    assert (other / "model.keras").read_bytes() == b"the other run"
+    assert (final / "model.keras").read_bytes() == b"this run"
+    assert sorted(path.name for path in final.iterdir()) == ["config.yaml", "model.keras", "preprocessing.json"]
+    assert drafts.find(tmp_path) == []
+
+
+def test_a_kill_while_publishing_keeps_the_run(tmp_path, monkeypatch):
+    """The ``publish`` fault point comes after the rename, before the training state is deleted."""
+    monkeypatch.setenv("SEQAPP_FAULT", "publish:INT")
+    faults._passes.clear()
+    draft = finished_draft(tmp_path, b"this run")
+    with pytest.raises(drafts.Interrupted) as stopped, checkpoint.SignalGuard(), drafts.training(draft):
+        drafts.publish(draft)
+    run = stopped.value.run
+    assert run is not None and stopped.value.draft is None and run.parent == tmp_path / "sine"
+    assert (run / "model.keras").read_bytes() == b"this run" and (run / drafts.STATE_FILE).is_file()
+    assert drafts.find(tmp_path) == [] and runs.run_dirs(tmp_path) == [run]
+
+
+@pytest.mark.process
+def test_a_training_killed_while_publishing_keeps_its_run(tmp_path, cli):
+    sets = [*REGISTRY["sine"].tiny["set"], "train.litert=false"]
+    args = ["train", "sine", *(arg for item in sets for arg in ("--set", item)), "--epochs", "1", "-q",
+            "--out", "runs"]
+    killed = subprocess.run([sys.executable, "-m", "seqapp", *args], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=600, env={**os.environ, "SEQAPP_FAULT": "publish:KILL"})
+    assert killed.returncode == -9, killed.stderr
+    (run,) = runs.run_dirs(tmp_path / "runs", "sine")
+    assert drafts.find(tmp_path / "runs") == []
+    listed = cli("runs", "--out", tmp_path / "runs", "--json")
+    assert [row["run"] for row in json.loads(listed.stdout)] == [str(run)]
+    assert load_run(run).model.count_params() > 0
