@@ -92,6 +92,9 @@ class TrainConfig:
     distribute: str = setting("auto", "tf.distribute strategy; auto: multi_worker when TF_CONFIG names several "
                               "workers, mirrored with several GPUs, else none; batch_size is per replica",
                               choices=("auto", "none", "mirrored", "multi_worker"))
+    # seqapp.distribute.wait_for_peers: a lone worker would otherwise wait inside TensorFlow, silent, for good.
+    peer_wait_s: float = setting(300.0, "multi_worker: seconds a worker waits for the other workers TF_CONFIG names "
+                                 "to start before it gives up (exit 2)", min=0.0, max=86400.0, low_open=True)
     # The output layer stays float32 (seqapp.layers.output_head); weights are float32 either way.
     mixed_precision: str = setting("none", "compute in 16 bits, keep weights in float32: mixed_float16 (GPUs), "
                                    "mixed_bfloat16 (recent GPUs, TPUs, some CPUs); none: all float32",

@@ -221,14 +221,14 @@ def train(cfg: Config, out: Path, name: str | None = None, verbose: int | None =
     from seqapp import distribute
     from seqapp.checkpoint import SignalGuard
 
-    plan = distribute.plan(cfg.train.distribute)  # first: a multi-worker strategy must precede other TF work
-    home = drafts.worker_home(out, plan.index) if plan.index else out
-    try:
-        with SignalGuard() as guard:
+    with SignalGuard() as guard:  # from the start: Ctrl-C and SIGTERM end a wait for the other workers too
+        plan = distribute.plan(cfg.train.distribute, cfg.train.peer_wait_s)  # first: before any other TF work
+        home = drafts.worker_home(out, plan.index) if plan.index else out
+        try:
             return run_draft(drafts.start(home, cfg, name), cfg, guard, verbose, log, plan)
-    finally:
-        if plan.index:  # a worker's backup folders go when nothing is left in them to resume
-            drafts.tidy_home(home / cfg.task)
+        finally:
+            if plan.index:  # a worker's backup folders go when nothing is left in them to resume
+                drafts.tidy_home(home / cfg.task)
 
 
 def resume(path: Path | None, out: Path, verbose: int | None = None, log: Callable[[str], None] = print) -> Run:
@@ -244,9 +244,11 @@ def resume(path: Path | None, out: Path, verbose: int | None = None, log: Callab
         draft = drafts.open_draft(Path(path) if path else drafts.newest(out))
         try:
             cfg = load_saved_config(draft.path / "config.yaml")
-            plan = distribute.plan(cfg.train.distribute)
-        except BaseException:
+            plan = distribute.plan(cfg.train.distribute, cfg.train.peer_wait_s)
+        except BaseException as exc:
             draft.unlock()
+            if isinstance(exc, KeyboardInterrupt) and draft.has_state():  # e.g. while waiting for the workers
+                exc.draft = draft.path  # type: ignore[attr-defined]  (the CLI says how to resume)
             raise
         return run_draft(draft, cfg, guard, verbose, log, plan)
 
@@ -257,7 +259,8 @@ def run_draft(draft: drafts.Draft, cfg: Config, guard: Any, verbose: int | None,
     (a worker other than the chief stops after training: the chief saves the run)."""
     from seqapp import checkpoint, distribute
 
-    with drafts.training(draft):
+    chief = plan is None or plan.chief
+    with distribute.watchdog.watching(lambda: drafts.after_signal(draft, chief)), drafts.training(draft):
         ready = prepare(cfg, plan)
         keep_preprocessing(draft.path, ready.preprocessing)
         state = checkpoint.load(draft.path)
