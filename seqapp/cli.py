@@ -85,8 +85,10 @@ def handle_errors(command: Callable) -> Callable:
                        "train.batch_size", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt as exc:
-            draft = getattr(exc, "draft", None)
-            if draft is not None:
+            draft, run = getattr(exc, "draft", None), getattr(exc, "run", None)
+            if run is not None:
+                typer.echo(f"interrupted after the run was saved: {run}", err=True)
+            elif draft is not None:
                 typer.echo(f"interrupted; the training state is saved. resume with: {drafts.resume_command(draft)}",
                            err=True)
             else:
@@ -187,8 +189,8 @@ def resume_training(draft: str | None, out: Path, quiet: bool, **settings: Any) 
         raise SeqappError(f"--resume continues a training with its saved settings; drop {option}, "
                           "or start a new training without --resume")
     path = Path(draft) if draft else drafts.newest(out)
-    if launch.worker_index() > 0:  # a multi-worker training: each worker goes on from its own backup
-        path = drafts.newest(drafts.worker_home(out, launch.worker_index()))
+    if launch.worker_index() > 0:  # a multi-worker training: each worker goes on from its own backup of that launch
+        path = drafts.worker_backup(out, launch.worker_index(), Path(draft) if draft else None)
     drafts.open_draft(path).unlock()  # a clear error now if it cannot be resumed, before TensorFlow starts
     backend.start()
     from seqapp.training import resume as resume_run
@@ -319,7 +321,7 @@ def export(
     run = find_run(run_dir, out)
     serving = exporting.check_serving(get_task(run.task)().serving_module(run), run.task, fmt)
     target = Path(to) / (name or run.task) / str(version)
-    exporting.check_target(target, version)
+    exporting.check_target(to, target, version, fmt)
     backend.start()
     run.model  # noqa: B018 (a damaged model file is one error line, before anything is written)
     exporting.export(serving, fmt, target)
@@ -402,19 +404,30 @@ def list_tasks() -> None:
 @app.command("runs")
 @handle_errors
 def list_runs(
+    targets: Annotated[list[Path] | None, typer.Argument(
+        metavar="[DRAFT]...", show_default=False,
+        help="With --clean-drafts: the draft folders to delete (see 'seqapp runs --drafts').")] = None,
     out: OutOption = RUNS_ROOT,
     task: Annotated[str | None, typer.Option("--task", help="Only runs of this task.")] = None,
     as_json: JsonOption = False,
     show_drafts: Annotated[bool, typer.Option(
-        "--drafts", help="List interrupted (and running) trainings instead, with how far they got.")] = False,
+        "--drafts", help="List interrupted (and running) trainings instead, with how far they got; "
+                         "damaged ones are marked.")] = False,
     clean_drafts: Annotated[bool, typer.Option(
-        "--clean-drafts", help="Delete the interrupted trainings (not those running now).")] = False,
+        "--clean-drafts", help="Delete the drafts named (DRAFT...), and with --damaged those under --out that "
+                               "cannot be resumed; never one a training is running in.")] = False,
+    damaged: Annotated[bool, typer.Option(
+        "--damaged", help="With --clean-drafts: every draft under --out (of --task) that cannot be read.")] = False,
 ) -> None:
     """List past runs with their headline metrics, oldest first."""
     if task is not None:
         get_task(task)
     if clean_drafts:
-        return remove_drafts(out)
+        return remove_drafts(out, task, targets or [], damaged)
+    if targets or damaged:
+        what = "a DRAFT folder" if targets else "--damaged"
+        raise SeqappError(f"{what} goes with --clean-drafts (seqapp runs --clean-drafts DRAFT..., or "
+                          "--clean-drafts --damaged); to list the drafts: seqapp runs --drafts")
     rows = listing.draft_rows(out, task) if show_drafts else listing.run_rows(out, task)
     if as_json:
         typer.echo(json.dumps(files.finite(rows), indent=2, allow_nan=False))
@@ -431,15 +444,20 @@ def list_runs(
                        f"{row['epochs'] or '?':>3} ep  {row['headline']}")
 
 
-def remove_drafts(out: Path) -> None:
-    """``seqapp runs --clean-drafts``."""
-    removed, running = drafts.clean(out)
-    for path in removed:
-        typer.echo(f"removed {path}")
-    for path in running:
-        typer.echo(f"kept {path}: a training is running in it", err=True)
-    if not removed and not running:
-        typer.echo(f"no interrupted trainings in {out}")
+def remove_drafts(out: Path, task: str | None, targets: list[Path], damaged: bool) -> None:
+    """``seqapp runs --clean-drafts [DRAFT...] [--damaged]``: delete only the drafts named, all checked first."""
+    if not targets and not damaged:
+        raise SeqappError("--clean-drafts deletes only the drafts it is given: name them (seqapp runs --clean-drafts "
+                          "DRAFT..., see 'seqapp runs --drafts'), or add --damaged for those that cannot be resumed")
+    chosen = {drafts.removable(path): "" for path in targets}  # every one checked before any is deleted
+    named = {path.resolve() for path in chosen}
+    found = drafts.damaged(out, task) if damaged else []
+    chosen |= {path: f" ({problem})" for path, problem in found if path.resolve() not in named}
+    for path, why in chosen.items():
+        drafts.remove(path)
+        typer.echo(f"removed {path}{why}")
+    if not chosen:
+        typer.echo(f"no damaged drafts in {out}")
 
 
 config_app = typer.Typer(help="Show task templates fully resolved, with every setting explained.",

@@ -44,13 +44,22 @@ SIGNATURE = "serving_default"
 # -- checks before TensorFlow starts ---------------------------------------------------
 
 
+MAX_VERSION = 2**63 - 1  # TensorFlow Serving reads a version folder's name as a 64-bit integer
+# The file that tells each format's version folder apart (what TensorFlow Serving looks for).
+FORMAT_MARKS = {"saved_model": "saved_model.pb", "litert": "model.tflite"}
+
+
 def check_options(fmt: str, name: str | None, version: int) -> None:
-    """Refuse an unknown format, a name that is no folder name, a version below 1 (cheap)."""
+    """Refuse an unknown format, a name that is no folder name, a version outside 1..2**63-1 (cheap)."""
     if fmt not in FORMATS:
         raise SeqappError(f"--format {fmt!r} is not known; use {' or '.join(FORMATS)}")
     files.check_name(name)
     if version < 1:
-        raise SeqappError(f"--version {version} must be at least 1 (TensorFlow Serving loads numbered folders)")
+        raise SeqappError(f"--version {version} must be at least 1; TensorFlow Serving loads the numbered folders "
+                          "1, 2, ... (the default is 1)")
+    if version > MAX_VERSION:
+        raise SeqappError(f"--version {version} is too large; TensorFlow Serving reads versions as 64-bit "
+                          f"integers, so use at most {MAX_VERSION}")
 
 
 def check_serving(serving: Serving | None, task: str, fmt: str) -> Serving:
@@ -64,23 +73,73 @@ def check_serving(serving: Serving | None, task: str, fmt: str) -> Serving:
     return serving
 
 
-def check_target(target: Path, version: int) -> None:
-    """Refuse a version folder that exists, or a destination that is a file or cannot be written."""
-    if target.exists():
-        raise SeqappError(f"{target} already exists; choose another version with --version {version + 1}, "
-                          "or remove that folder first")
+def check_target(to: Path, target: Path, version: int, fmt: str) -> None:
+    """Refuse a version folder that exists, a version beside versions of the other format, or a
+    destination that cannot be written (a file, /proc, a symbolic-link loop, a name too long).
+
+    Cheap, before TensorFlow starts: the missing folders and a staging folder are made once and
+    removed again, so whatever the file system refuses is refused here, as one line.
+    """
+    try:
+        if os.path.lexists(target):
+            raise SeqappError(f"{target} already exists; choose another version with --version {version + 1}, "
+                              "or remove that folder first")
+        check_neighbours(target, fmt)
+        probe(target)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise SeqappError(f"cannot write the export under --to {to}: {exc.strerror or exc}{where}; "
+                          "choose another --to") from None
+
+
+def check_neighbours(target: Path, fmt: str) -> None:
+    """Refuse ``target`` beside version folders of the other format: TF Serving loads the highest
+    version of a model with one loader, and could not load both kinds."""
+    if not target.parent.is_dir():
+        return
+    for other, mark in FORMAT_MARKS.items():
+        found = sorted((folder.name for folder in target.parent.iterdir()
+                        if folder.name.isdigit() and (folder / mark).is_file()), key=int) if other != fmt else []
+        if found:
+            raise SeqappError(f"{target.parent} holds {other} versions ({', '.join(found)}), and a {fmt} version "
+                              f"beside them could not be served with them; export with --format {other}, or "
+                              "to another --name or --to")
+
+
+def probe(target: Path) -> None:
+    """Make the folders ``export`` will make (the missing ones above ``target``, a staging folder),
+    then remove them: an OSError says the destination cannot be written."""
     missing = missing_folders(target.parent)
     folder = missing[-1].parent if missing else target.parent  # the nearest that exists
+    folder.stat()  # a symbolic-link loop or a broken link: the OSError names it
     if not folder.is_dir():
         raise SeqappError(f"{folder} is a file, not a folder; choose another --to or --name")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise SeqappError(f"cannot write into {folder} (permission denied); choose another --to")
+    created: list[Path] = []
+    try:
+        for path in reversed(missing):
+            path.mkdir()
+            created.append(path)
+        staging = staging_folder(target)
+        staging.mkdir()
+        staging.rmdir()
+    finally:
+        for path in reversed(created):
+            with contextlib.suppress(OSError):
+                path.rmdir()
+
+
+def staging_folder(target: Path) -> Path:
+    """Where :func:`export` writes before renaming into place."""
+    return target.parent / f".{target.name}.partial-{os.getpid()}"
 
 
 def missing_folders(folder: Path) -> list[Path]:
-    """``folder`` and its ancestors that do not exist yet, deepest first."""
+    """``folder`` and its ancestors that do not exist yet, deepest first (a symbolic link, even
+    a broken one or a loop, exists: creating a folder there is the file system's to refuse)."""
     missing = []
-    while not folder.exists() and folder != folder.parent:
+    while not os.path.lexists(folder) and folder != folder.parent:
         missing.append(folder)
         folder = folder.parent
     return missing
@@ -93,7 +152,7 @@ def export(serving: Serving, fmt: str, target: Path) -> None:
     are removed), so an export is either complete or absent.
     """
     created = missing_folders(target.parent)
-    staging = target.parent / f".{target.name}.partial-{os.getpid()}"
+    staging = staging_folder(target)
     try:
         staging.mkdir(parents=True)
         if fmt == "litert":
@@ -105,11 +164,14 @@ def export(serving: Serving, fmt: str, target: Path) -> None:
         if target.exists():  # made meanwhile by another export: rename would replace an empty one
             raise SeqappError(f"{target} appeared while exporting; choose another --version")
         os.rename(staging, target)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
         for folder in created:
             with contextlib.suppress(OSError):  # a folder someone else filled meanwhile stays
                 folder.rmdir()
+        if isinstance(exc, OSError):  # e.g. the disk filled up while writing
+            raise SeqappError(f"cannot write the export to {target} ({exc.strerror or exc}); nothing was kept, "
+                              "free some space or choose another --to") from None
         raise
     write_text(target.parent / "README.md", readme)
 

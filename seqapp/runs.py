@@ -17,12 +17,25 @@ from typing import Any
 
 from seqapp.config import Config
 from seqapp.errors import SeqappError
-from seqapp.files import read_json
+from seqapp.files import check_fields, read_json
 
 # Reads a run's config.yaml into a Config. Only the task registry knows each task's settings,
 # and runs sit below the tasks, so whoever loads a run passes the registry's reader
 # (seqapp.tasks.load_run, latest_run and find_run do).
 ConfigReader = Callable[[Path], Config]
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The fields a task reads from its runs' ``preprocessing.json`` and ``metrics.json``
+    (:func:`seqapp.files.check_fields` specs), declared by the task."""
+
+    preprocessing: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+
+
+# The schema of a task's runs, by task name: like ConfigReader, passed in by the task registry.
+SchemaOf = Callable[[str], Schema]
 
 log = logging.getLogger("seqapp")
 
@@ -39,6 +52,8 @@ class Run:
     _model: Any = field(default=None, repr=False)
     # inference objects built once per run and process (step functions, their compiled samplers)
     cache: dict = field(default_factory=dict, repr=False, compare=False)
+    # what its task reads from metrics.json, checked whenever the file is read
+    schema: Schema = field(default_factory=Schema, repr=False, compare=False)
 
     @property
     def task(self) -> str:
@@ -53,13 +68,15 @@ class Run:
 
     @property
     def metrics(self) -> dict:
-        """The metrics saved at the end of training (empty if none)."""
+        """The metrics saved at the end of training (empty if none), checked against the
+        fields the task reads from them (one error line naming the field)."""
         path = self.path / "metrics.json"
         if not path.exists():
             return {}
         metrics = read_json(path)
         if not isinstance(metrics, dict):
             raise SeqappError(f"{path} is not a JSON object; the run is damaged, train it again")
+        check_fields(path, metrics, self.schema.metrics)
         return metrics
 
 
@@ -78,9 +95,13 @@ def load_model(path: Path) -> Any:
                           "train it again") from None
 
 
-def load(path: Path, read_config: ConfigReader) -> Run:
+def load(path: Path, read_config: ConfigReader, schema_of: SchemaOf | None = None) -> Run:
     """Load the run saved in ``path``, its config read by ``read_config``; a clear error if it
-    is not a seqapp run."""
+    is not a seqapp run, or (with ``schema_of``) if its preprocessing lacks a field its task reads.
+
+    This is the one place a run's files are read for every command (predict, generate,
+    evaluate, export, serve, runs): a damaged file is one line naming it, never a KeyError later.
+    """
     path = Path(path)
     if not path.is_dir():
         raise SeqappError(f"run folder {path} does not exist; list runs with 'seqapp runs'")
@@ -94,7 +115,9 @@ def load(path: Path, read_config: ConfigReader) -> Run:
     if prep.get("task", cfg.task) != cfg.task:
         raise SeqappError(f"{path / 'config.yaml'} is a {cfg.task} config but the run holds a {prep['task']} model; "
                           "put the run's own config.yaml back or train again")
-    return Run(path=path, config=cfg, preprocessing=prep)
+    schema = schema_of(cfg.task) if schema_of is not None else Schema()
+    check_fields(path / "preprocessing.json", prep, schema.preprocessing)
+    return Run(path=path, config=cfg, preprocessing=prep, schema=schema)
 
 
 def age(run: Path) -> tuple[str, int]:
@@ -119,7 +142,8 @@ def run_dirs(out: Path, task: str | None = None) -> list[Path]:
     return sorted(found, key=age)
 
 
-def latest(out: Path, read_config: ConfigReader, tasks: str | Sequence[str] | None = None) -> Run:
+def latest(out: Path, read_config: ConfigReader, tasks: str | Sequence[str] | None = None,
+           schema_of: SchemaOf | None = None) -> Run:
     """The most recent run under ``out`` (of ``tasks``, one task name or several, if given)."""
     names = [tasks] if isinstance(tasks, str) else list(tasks or [None])
     found = [path for name in names for path in run_dirs(out, name)]
@@ -130,17 +154,18 @@ def latest(out: Path, read_config: ConfigReader, tasks: str | Sequence[str] | No
                           "or pass --run DIR")
     for path in sorted(found, key=age, reverse=True):
         try:
-            return load(path, read_config)
+            return load(path, read_config, schema_of)
         except SeqappError as exc:
             log.warning(f"skipping the damaged run {path}: {exc}")
     raise SeqappError(f"every run found in {out} is damaged (see the warnings); train a new one")
 
 
-def find(run_dir: Path | None, out: Path, read_config: ConfigReader, tasks: Sequence[str] | None = None) -> Run:
+def find(run_dir: Path | None, out: Path, read_config: ConfigReader, tasks: Sequence[str] | None = None,
+         schema_of: SchemaOf | None = None) -> Run:
     """The run the user named with ``--run`` (checked against ``tasks``), else the latest one."""
     if run_dir is None:
-        return latest(out, read_config, tasks)
-    run = load(run_dir, read_config)
+        return latest(out, read_config, tasks, schema_of)
+    run = load(run_dir, read_config, schema_of)
     if tasks and run.task not in tasks:
         raise SeqappError(f"{run_dir} is a {run.task} run; this command needs a {' or '.join(tasks)} run")
     return run

@@ -19,13 +19,21 @@ import numpy as np
 from seqapp.errors import SeqappError
 
 TOP_P_TOLERANCE = 1e-6
+# The temperatures above 0 that sampling can use: logits are divided by the temperature in
+# float32, which turns a larger one into 0 or infinity (1e39) and a smaller one into 0
+# (1e-46) or its logits into infinite ties, and the draw into <pad> tokens or wrong text.
+MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-30, 1e30
 
 
 def check_options(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    """Reject impossible sampling settings with a clear message."""
+    """Reject impossible sampling settings with a clear message (the same rules on every engine)."""
     if not math.isfinite(temperature) or temperature < 0:
         raise SeqappError(f"--temperature {temperature} must be a finite number >= 0; use 0 for greedy decoding "
                           "or a value > 0 such as 0.8")
+    if temperature != 0 and not MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE:
+        raise SeqappError(f"--temperature {temperature:g} is outside what sampling can compute with (float32); "
+                          f"use 0 for greedy decoding or a value from {MIN_TEMPERATURE:g} to {MAX_TEMPERATURE:g}, "
+                          "such as 0.8")
     if top_k is not None and top_k < 1:
         raise SeqappError(f"--top-k {top_k} must be at least 1; leave it out to sample from every token")
     if top_p is not None and not 0 < top_p <= 1:  # NaN fails this too

@@ -46,6 +46,11 @@ def world(tmp_path_factory, tiny_runs):
     (damaged_copy(senti, bad, "badyaml") / "config.yaml").write_text("task: [sentiment\n")
     (damaged_copy(senti, bad, "unknowntask") / "config.yaml").write_text("task: sentimental\n")
     (damaged_copy(senti, bad, "nanmetrics") / "metrics.json").write_text("{not json")
+    (damaged_copy(senti, bad, "emptyprep") / "preprocessing.json").write_text("{}")  # valid JSON, wrong shape
+    (damaged_copy(text, bad, "emptytextprep") / "preprocessing.json").write_text("{}")
+    retyped = damaged_copy(senti, bad, "textmaxlen") / "preprocessing.json"
+    retyped.write_text(retyped.read_text().replace('"max_len": ', '"max_len": "sixteen", "was": ', 1))
+    (damaged_copy(senti, bad, "shapemetrics") / "metrics.json").write_text('{"test": 5}')
     write_bad_files(root)
     return root
 
@@ -83,6 +88,9 @@ def write_bad_files(root: Path) -> None:
     server.bind(str(files / "socket"))
     server.close()  # the socket file stays
     (files / "folder").mkdir()
+    for served, mark in (("served-litert", "model.tflite"), ("served-saved-model", "saved_model.pb")):
+        (files / served / "sentiment" / "1").mkdir(parents=True)  # a version folder of one format
+        (files / served / "sentiment" / "1" / mark).write_bytes(b"stand-in")
 
 
 def alias_bomb() -> str:
@@ -153,6 +161,8 @@ CASES = [
     (["generate", "--temperature", "-1", "--out", "{out}"], "--temperature", True),
     (["generate", "--temperature", "inf", "--out", "{out}"], "--temperature", True),
     (["generate", "--temperature", "nan", "--out", "{out}"], "--temperature", True),
+    (["generate", "--temperature", "1e39", "--out", "{out}"], "--temperature 1e+39 is outside", True),
+    (["generate", "--temperature", "1e-46", "--out", "{out}"], "--temperature 1e-46 is outside", True),
     (["generate", "--top-k", "0", "--out", "{out}"], "--top-k", True),
     (["generate", "--top-p", "0", "--out", "{out}"], "--top-p", True),
     (["generate", "--top-p", "1.5", "--out", "{out}"], "--top-p", True),
@@ -180,6 +190,27 @@ CASES = [
     (["predict", "hi", "--run", "{bad}/listprep"], "is not a JSON object", True),
     (["predict", "hi", "--run", "{bad}/badyaml"], "is not valid YAML", True),
     (["predict", "hi", "--run", "{bad}/unknowntask"], "unknown task 'sentimental'", True),
+    # a run file that is valid JSON of the wrong shape: one line naming the file and the field, in every command
+    (["predict", "hi", "--run", "{bad}/emptyprep"], "preprocessing.json has no field 'tokenizer'", True),
+    (["predict", "hi", "--run", "{bad}/textmaxlen"], "preprocessing.json field 'max_len' is the text 'sixteen'",
+     True),
+    (["generate", "--run", "{bad}/emptytextprep"], "preprocessing.json has no field 'tokenizer'", True),
+    (["export", "--run", "{bad}/emptyprep", "--to", "{tmp}/exports"], "preprocessing.json has no field 'tokenizer'",
+     True),
+    (["serve", "--run", "{bad}/emptyprep", "--port", "0"], "preprocessing.json has no field 'tokenizer'", True),
+    (["serve", "--run", "{bad}/shapemetrics", "--port", "0"], "metrics.json field 'test' is the number 5", True),
+    (["evaluate", "--run", "{bad}/emptyprep"], "preprocessing.json has no field 'tokenizer'", True),
+    # export: where it cannot write, versions TensorFlow Serving cannot load
+    (["export", "--run", "{senti}", "--to", "/proc/seqapp-exports"], "choose another --to", True),
+    (["export", "--run", "{senti}", "--to", "{files}/loop-a"], "Too many levels of symbolic links", True),
+    (["export", "--run", "{senti}", "--to", "{tmp}/" + "x" * 300], "File name too long", True),
+    (["export", "--run", "{senti}", "--to", "{files}/a-file"], "is a file, not a folder", True),
+    (["export", "--run", "{senti}", "--to", "{tmp}/exports", "--version", str(2**63)], "is too large", True),
+    (["export", "--run", "{senti}", "--to", "{tmp}/exports", "--version", "-3"], "must be at least 1", True),
+    (["export", "--run", "{senti}", "--to", "{files}/served-litert", "--version", "2"], "holds litert versions (1)",
+     True),
+    (["export", "--run", "{senti}", "--to", "{files}/served-saved-model", "--format", "litert", "--version", "2"],
+     "holds saved_model versions (1)", True),
     # evaluate, runs, config
     (["evaluate", "--out", "{tmp}/none"], "no run found", True),
     (["evaluate", "--run", "{files}/missing-run"], "does not exist", True),
@@ -254,11 +285,11 @@ def test_a_draft_being_trained_cannot_be_resumed_by_another_process(cli, tmp_pat
         assert result.exit_code == 2 and "being trained by another seqapp process" in one_error_line(result.stderr)
         listed = cli("runs", "--drafts", "--out", tmp_path / "runs")
         assert "training now" in listed.stdout
-        cleaned = cli("runs", "--clean-drafts", "--out", tmp_path / "runs")
-        assert "kept" in cleaned.stderr and draft.path.exists()
+        cleaned = cli("runs", "--clean-drafts", draft.path)
+        assert "being trained by a seqapp process now" in one_error_line(cleaned.stderr) and draft.path.exists()
     finally:
         draft.unlock()
-    cleaned = cli("runs", "--clean-drafts", "--out", tmp_path / "runs")
+    cleaned = cli("runs", "--clean-drafts", draft.path)
     assert f"removed {draft.path}" in cleaned.stdout and not draft.path.exists()
 
 

@@ -140,7 +140,8 @@ def requests_by_export(trained: dict) -> dict[str, list[dict]]:
             "sine:errors": [{"history": [[0.5] * 9], "horizon": 3}, {"history": history.tolist(), "horizon": 0}],
             "words:errors": [{"seed": " \t ", "length": 5, "temperature": 0.0, "random_seed": 1},
                              {"seed": "hello", "length": -1, "temperature": 0.0, "random_seed": 1},
-                             {"seed": "hello", "length": 5, "temperature": -0.5, "random_seed": 1}]}
+                             {"seed": "hello", "length": 5, "temperature": -0.5, "random_seed": 1},
+                             {"seed": "hello", "length": 5, "temperature": 1e35, "random_seed": 1}]}
 
 
 def sine_histories(run: runs.Run) -> np.ndarray:
@@ -242,7 +243,7 @@ def test_bad_requests_fail_with_the_graphs_own_message(world):
     _, _, child = world
     answers = child["answers"]["sine:errors"] + child["answers"]["words:errors"]
     expected = ["history needs at least 10 values", "horizon must be at least 1", "the seed has no tokens",
-                "length must be >= 0", "temperature must be >= 0"]
+                "length must be >= 0", "temperature must be >= 0", "temperature must be 0 (greedy) or from 1e-30"]
     assert len(answers) == len(expected)
     for answer, fragment in zip(answers, expected):
         assert fragment in answer.get("error", ""), answer
@@ -369,6 +370,9 @@ def damaged(exported, tmp_path):
     (["--run", "{broken}", "--name", "other"], "cannot be loaded as a Keras model"),
     (["--run", "{sentiment}", "--version", "0"], "--version 0 must be at least 1"),
     (["--run", "{sentiment}", "--name", "../up"], "cannot be part of a folder name"),
+    (["--run", "{sentiment}", "--version", str(2**63)], "is too large; TensorFlow Serving reads versions as 64-bit"),
+    # a LiteRT version beside the SavedModel one: TF Serving could not load the model any more
+    (["--run", "{sentiment}", "--format", "litert", "--version", "7"], "holds saved_model versions (1)"),
 ])
 def test_refusals_are_one_line_and_change_nothing(exported, damaged, cli, tree_hash, args, fragment):
     root, trained = exported

@@ -273,6 +273,23 @@ def test_ten_thousand_lines_in_one_model_call(binary_run, monkeypatch):
     assert len(lines) == 10_000 and lines[1].endswith("line 1 works great")
 
 
+def test_a_text_longer_than_max_len_is_read_cut_with_a_warning(cli, tiny_runs):
+    """The classifier reads the first max_len tokens, as in training: no longer in silence."""
+    run = tiny_runs("sentiment")
+    max_len = run.preprocessing["max_len"]
+    short, long = " ".join(["great"] * max_len), " ".join(["great"] * (50 * max_len))
+    result = cli("predict", "--run", run.path, "--json", long, short)
+    assert result.exit_code == 0, result.output
+    cut, whole = [json.loads(line) for line in result.stdout.splitlines()]
+    assert cut["probabilities"] == whole["probabilities"]
+    assert cut["warning"] == f"only the first {max_len} of its {50 * max_len} tokens are read (the run's max_len)"
+    assert "warning" not in whole
+    assert (f"warning: 1 of 2 inputs have more than the run's max_len of {max_len} tokens (the longest "
+            f"{50 * max_len}): only the first {max_len} of each are read" in result.stderr)
+    quiet = cli("predict", "--run", run.path, short)
+    assert quiet.exit_code == 0 and "warning" not in quiet.stderr, quiet.output
+
+
 def test_evaluate_refuses_a_label_the_run_never_saw(cli, tmp_path):
     path = write(tmp_path / "data.tsv", labelled("pos", "neg"))
     out = tmp_path / "runs"

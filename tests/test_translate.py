@@ -293,6 +293,48 @@ def test_train_evaluate_predict_on_the_bundled_pairs(tmp_path, cli, tiny_runs):
     assert bad.exit_code == 2
 
 
+def best_seconds(call, repeats: int = 3) -> float:
+    """The fastest of ``repeats`` timed calls (the least disturbed by other processes)."""
+    import time
+
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def test_a_long_source_costs_what_a_short_one_does_and_is_cut_with_a_warning(tiny_runs, cli):
+    """The source is cut to the run's max_len tokens (the LiteRT encoder's time and memory grew
+    faster than the length: 10,000 words took minutes), with a warning and a note in --json."""
+    run = tiny_runs("translate")
+    max_len = run.preprocessing["max_len"]
+    short, long = " ".join(["cold"] * max_len), " ".join(["cold"] * (100 * max_len))
+    task = Translate()
+    assert task.engine(run, "auto") == "litert"
+    list(task.predict(run, [short], engine="litert"))  # loads the graphs
+    short_s = best_seconds(lambda: list(task.predict(run, [short], engine="litert")))
+    long_s = best_seconds(lambda: list(task.predict(run, [long], engine="litert")))
+    assert long_s < 3 * short_s + 0.02, (short_s, long_s)  # 100 times the tokens, about the same time
+
+    result = cli("predict", "--run", run.path, "--json", long, short)
+    assert result.exit_code == 0, result.output
+    cut, whole = [json.loads(line) for line in result.stdout.splitlines()]
+    assert cut["translation"] == whole["translation"]  # the same first max_len tokens
+    assert cut["warning"] == (f"only the first {max_len} of its {100 * max_len} tokens are translated "
+                              "(the run's max_len)")
+    assert "warning" not in whole
+    assert (f"warning: 1 of 2 inputs have more than the run's max_len of {max_len} tokens (the longest "
+            f"{100 * max_len}): only the first {max_len} of each are translated; give one sentence per input"
+            in result.stderr)
+    alone = cli("predict", "--run", run.path, "--engine", "tf", long)  # Keras cuts the same way
+    assert alone.exit_code == 0, alone.output
+    assert alone.stdout.splitlines() == [cut["translation"]]
+    assert (f"warning: the input has {100 * max_len} tokens, more than the run's max_len of {max_len}: only its "
+            f"first {max_len} are translated" in alone.stderr)
+
+
 def test_attention_plot_needs_an_attention_model(tmp_path, cli):
     out = tmp_path / "runs"
     result = cli("train", "translate", "--out", out, "--set", "model.attention=none",

@@ -63,16 +63,21 @@ def load_saved_config(path: Path) -> Config:
     return config.build(raw, get_task(config.task_name(raw, source)), source=source)
 
 
+def run_schema(task: str) -> runs.Schema:
+    """What task ``task`` reads from its runs' preprocessing.json and metrics.json (:meth:`Task.schema`)."""
+    return get_task(task).schema()
+
+
 def load_run(path: Path) -> Run:
-    """The run saved in ``path`` (:func:`seqapp.runs.load` with this registry's config reader)."""
-    return runs.load(path, load_saved_config)
+    """The run saved in ``path`` (:func:`seqapp.runs.load` with this registry's config reader and schemas)."""
+    return runs.load(path, load_saved_config, run_schema)
 
 
 def latest_run(out: Path, tasks: str | Sequence[str] | None = None) -> Run:
     """The most recent readable run under ``out``, of ``tasks`` if given (:func:`seqapp.runs.latest`)."""
-    return runs.latest(out, load_saved_config, tasks)
+    return runs.latest(out, load_saved_config, tasks, run_schema)
 
 
 def find_run(run_dir: Path | None, out: Path, tasks: Sequence[str] | None = None) -> Run:
     """The run named with ``--run`` (checked against ``tasks``), else the latest (:func:`seqapp.runs.find`)."""
-    return runs.find(run_dir, out, load_saved_config, tasks)
+    return runs.find(run_dir, out, load_saved_config, tasks, run_schema)

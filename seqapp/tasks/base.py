@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from seqapp.config import Config, ModelConfig
 from seqapp.errors import SeqappError
+from seqapp.files import FLAG, INTEGER, NUMBER, TEXT, list_of, nullable, one_of
+from seqapp.runs import Schema
+from seqapp.text import SPECIALS
 
 if TYPE_CHECKING:
     import keras
@@ -45,6 +48,21 @@ class PredictOption:
 
 JSON_OUTPUT = PredictOption("json", bool, "Print one JSON object per line.")
 RANDOM_SEED = PredictOption("random_seed", int, "Random seed, where prediction samples.")
+
+# How a saved Tokenizer (Tokenizer.to_dict) looks in preprocessing.json.
+TOKENIZER_FIELDS = {"level": one_of("char", "word"), "lower?": FLAG, "strip_punctuation?": FLAG,
+                    "vocab": list_of(TEXT, least=len(SPECIALS))}
+METRIC = nullable(NUMBER)  # a figure in metrics.json: NaN and infinities were saved as null
+
+
+def split_metrics(figures: dict) -> dict:
+    """A metrics.json spec: ``figures`` under each optional split (train, val, test)."""
+    return {f"{split}?": figures for split in ("train", "val", "test")}
+
+
+def baseline_metrics(figure: str) -> dict:
+    """A metrics.json spec of a baseline read with ``.get``: an object of optional splits holding ``figure``."""
+    return split_metrics({f"{figure}?": METRIC})
 
 
 @dataclass
@@ -82,6 +100,11 @@ class Task:
     predict_options: ClassVar[tuple[PredictOption, ...]] = ()
     # True for tasks that stream text with ``seqapp generate`` (see :meth:`generate`).
     generates: ClassVar[bool] = False
+    # What the task reads from a run's preprocessing.json and metrics.json (specs of
+    # seqapp.files.check_fields): checked when a run is loaded, and whenever its metrics are
+    # read, so a damaged file is one error line naming the field, never a KeyError later.
+    preprocessing_fields: ClassVar[dict] = {}
+    metrics_fields: ClassVar[dict] = {}
     # A seconds-long version of the task for the shared test suite: ``set`` holds
     # ``--set`` overrides for the task's own template, ``inputs`` some predict inputs,
     # ``options`` predict options that make the output deterministic.
@@ -90,6 +113,13 @@ class Task:
     @classmethod
     def validate_config(cls, cfg: Config) -> None:
         """Reject settings that are valid one by one but not together (SeqappError)."""
+
+    @classmethod
+    def schema(cls) -> Schema:
+        """The fields of :attr:`preprocessing_fields` and :attr:`metrics_fields`, plus those every
+        run has (the task's name; the epochs trained, which ``seqapp runs`` shows)."""
+        return Schema(preprocessing={"task?": TEXT, **cls.preprocessing_fields},
+                      metrics={"epochs_trained?": nullable(INTEGER), **cls.metrics_fields})
 
     @classmethod
     def data_values(cls, path: Path) -> dict:
@@ -161,6 +191,30 @@ class Task:
 
     def plots(self, run: Run, splits: Splits, folder: Any) -> None:
         """Write task-specific plots into ``folder`` (learning curves are written for all)."""
+
+
+def cut_notes(lengths: list[int], max_len: int, done: str, hint: str = "") -> list[str | None]:
+    """Per input, a note when it has more than ``max_len`` tokens and only its first ``max_len``
+    are ``done`` (None for the others); one warning line for them all, with ``hint``.
+
+    Tasks whose model reads at most ``max_len`` tokens say so, rather than cut in silence; the
+    notes go into the ``--json`` records (and so into ``seqapp serve``'s answers).
+    """
+    notes = [f"only the first {max_len} of its {length} tokens are {done} (the run's max_len)"
+             if length > max_len else None for length in lengths]
+    cut = [length for length in lengths if length > max_len]
+    if len(lengths) == 1 and cut:
+        log.warning(f"the input has {cut[0]} tokens, more than the run's max_len of {max_len}: only its first "
+                    f"{max_len} are {done}{hint}")
+    elif cut:
+        log.warning(f"{len(cut)} of {len(lengths)} inputs have more than the run's max_len of {max_len} tokens (the "
+                    f"longest {max(cut)}): only the first {max_len} of each are {done}{hint}")
+    return notes
+
+
+def figure(value: float | None, spec: str) -> str:
+    """A metric formatted with ``spec``; ``nan`` for one saved as null (a NaN or an infinity)."""
+    return "nan" if value is None else format(value, spec)
 
 
 def format_nested(metrics: dict, indent: str = "") -> list[str]:

@@ -24,9 +24,10 @@ import numpy as np
 
 from seqapp.config import Config
 from seqapp.errors import SeqappError
+from seqapp.files import COUNT, FLAG, INTEGER, NUMBER, TEXT, list_of, nullable, one_of
 from seqapp.plots import pyplot, save_figure
 from seqapp.sampling import StepFunction
-from seqapp.tasks.base import JSON_OUTPUT, RANDOM_SEED, Objective, PredictOption, Task
+from seqapp.tasks.base import JSON_OUTPUT, METRIC, RANDOM_SEED, Objective, PredictOption, Task, figure
 from seqapp.tasks.regression_model import series_model
 from seqapp.tasks.series_data import (
     SeriesSplits,
@@ -59,6 +60,12 @@ class Sine(Task):
         RANDOM_SEED,
         JSON_OUTPUT,
     )
+    preprocessing_fields: ClassVar[dict] = {
+        "mean": NUMBER, "std": NUMBER, "window": COUNT, "horizon": COUNT, "target": one_of("next", "sequence"),
+        "difference?": FLAG, "periods": list_of(nullable(INTEGER)), "name": TEXT, "synthetic": FLAG}
+    metrics_fields: ClassVar[dict] = {
+        "test?": {"mse": METRIC}, "if test": {"baseline_last_value": {"test": {"mse": METRIC}}},
+        "baseline_seasonal?": {"test?": {"mse": METRIC}}, "noise_floor?": {"mse": METRIC}}
     tiny: ClassVar[dict] = {
         "set": ["data.count=4", "data.length=120", "data.window=10", "model.units=8", "train.batch_size=32"],
         "inputs": [],
@@ -162,12 +169,12 @@ class Sine(Task):
     def headline(self, metrics: dict) -> str:
         if "test" not in metrics:
             return ""
-        parts = [f"last value {metrics['baseline_last_value']['test']['mse']:.4g}"]
+        parts = [f"last value {figure(metrics['baseline_last_value']['test']['mse'], '.4g')}"]
         if "test" in metrics.get("baseline_seasonal", {}):
-            parts.append(f"seasonal {metrics['baseline_seasonal']['test']['mse']:.4g}")
+            parts.append(f"seasonal {figure(metrics['baseline_seasonal']['test']['mse'], '.4g')}")
         if "noise_floor" in metrics:
-            parts.append(f"noise floor {metrics['noise_floor']['mse']:.4g}")
-        return f"test MSE {metrics['test']['mse']:.4g} ({', '.join(parts)})"
+            parts.append(f"noise floor {figure(metrics['noise_floor']['mse'], '.4g')}")
+        return f"test MSE {figure(metrics['test']['mse'], '.4g')} ({', '.join(parts)})"
 
     def format_metrics(self, metrics: dict) -> list[str]:
         """A table per split: the model, the baselines and the noise floor side by side."""

@@ -21,10 +21,25 @@ import numpy as np
 from seqapp import datafiles, litert
 from seqapp.config import Config, ModelConfig, setting
 from seqapp.errors import SeqappError
+from seqapp.files import COUNT, NUMBER, TEXT, list_of
 from seqapp.layers import apply_stack, output_head, recurrent_stack
 from seqapp.metrics import class_table, classification_metrics, confusion_table
 from seqapp.plots import plot_confusion
-from seqapp.tasks.base import JSON_OUTPUT, Objective, PredictOption, Splits, Task, held_out, main_split
+from seqapp.tasks.base import (
+    JSON_OUTPUT,
+    METRIC,
+    TOKENIZER_FIELDS,
+    Objective,
+    PredictOption,
+    Splits,
+    Task,
+    baseline_metrics,
+    cut_notes,
+    figure,
+    held_out,
+    main_split,
+    split_metrics,
+)
 from seqapp.text import OOV_ID, PAD_ID, Tokenizer, pad
 
 DEFAULT_DATA = "sentiment.tsv"
@@ -96,6 +111,11 @@ class Sentiment(Task):
     DataConfig: ClassVar[type] = SentimentDataConfig
     ModelConfig: ClassVar[type] = SentimentModelConfig
     predict_options: ClassVar[tuple[PredictOption, ...]] = (JSON_OUTPUT,)
+    preprocessing_fields: ClassVar[dict] = {"tokenizer": TOKENIZER_FIELDS, "classes": list_of(TEXT, least=2),
+                                            "max_len": COUNT, "class_weights": list_of(NUMBER),
+                                            "majority_class": TEXT}
+    metrics_fields: ClassVar[dict] = {**split_metrics({"accuracy": METRIC, "macro_f1": METRIC}),
+                                      "baseline_majority?": baseline_metrics("accuracy")}
     tiny: ClassVar[dict] = {
         "set": ["model.units=8", "model.embedding_dim=8", "model.bidirectional=false", "data.max_len=16"],
         "inputs": ["works great, love it", "the battery died after a day"],
@@ -178,8 +198,8 @@ class Sentiment(Task):
             return ""
         base = metrics.get("baseline_majority", {}).get(split, {}).get("accuracy")
         base_text = f" (majority {base:.3f})" if base is not None else ""
-        return (f"{split} accuracy {metrics[split]['accuracy']:.3f}, "
-                f"macro F1 {metrics[split]['macro_f1']:.3f}{base_text}")
+        return (f"{split} accuracy {figure(metrics[split]['accuracy'], '.3f')}, "
+                f"macro F1 {figure(metrics[split]['macro_f1'], '.3f')}{base_text}")
 
     def format_metrics(self, metrics: dict) -> list[str]:
         """Accuracy and macro F1 per split, the baseline, then per-class and confusion tables."""
@@ -235,14 +255,16 @@ class Sentiment(Task):
         """Label and probability of each text, all texts in one batched model call."""
         self.check_inputs(inputs)
         classes = run.preprocessing["classes"]
+        tokenizer = Tokenizer.from_dict(run.preprocessing["tokenizer"])
+        notes = cut_notes([len(tokenizer.split(text)) for text in inputs], run.preprocessing["max_len"], "read")
         probabilities = class_probabilities(run, inputs, opts.get("engine", "tf"))
         width = max(len(label) for label in classes)
-        for text, probs in zip(inputs, probabilities):
+        for text, probs, note in zip(inputs, probabilities, notes):
             best = int(probs.argmax())
             if opts.get("json"):
                 yield json.dumps({"text": text, "label": classes[best], "probability": round(float(probs[best]), 6),
-                                  "probabilities": {label: round(float(p), 6) for label, p in zip(classes, probs)}},
-                                 ensure_ascii=False)
+                                  "probabilities": {label: round(float(p), 6) for label, p in zip(classes, probs)},
+                                  **({"warning": note} if note else {})}, ensure_ascii=False)
             else:
                 yield f"{classes[best].ljust(width)}  {probs[best]:.4f}  {text}"
 

@@ -27,10 +27,24 @@ import numpy as np
 
 from seqapp.config import Config, ModelConfig, setting
 from seqapp.errors import SeqappError
+from seqapp.files import COUNT, FLAG, TEXT, list_of, nullable
 from seqapp.layers import is_recurrent, output_head, recurrent_stack
 from seqapp.metrics import class_table, classification_metrics, entity_scores, is_bio
 from seqapp.plots import plot_confusion
-from seqapp.tasks.base import JSON_OUTPUT, Objective, PredictOption, Splits, Task, held_out, log, main_split
+from seqapp.tasks.base import (
+    JSON_OUTPUT,
+    METRIC,
+    Objective,
+    PredictOption,
+    Splits,
+    Task,
+    baseline_metrics,
+    figure,
+    held_out,
+    log,
+    main_split,
+    split_metrics,
+)
 from seqapp.tasks.tagging_data import (
     CONLLU_TAG_COLUMNS,
     Encoder,
@@ -91,6 +105,11 @@ class Tagging(Task):
     DataConfig: ClassVar[type] = TaggingDataConfig
     ModelConfig: ClassVar[type] = TaggingModelConfig
     predict_options: ClassVar[tuple[PredictOption, ...]] = (JSON_OUTPUT,)
+    preprocessing_fields: ClassVar[dict] = {
+        "word_vocab": list_of(TEXT, least=len(SPECIALS)), "lower": FLAG, "char_vocab": nullable(list_of(TEXT)),
+        "max_word_len": COUNT, "tags": list_of(TEXT, least=1)}
+    metrics_fields: ClassVar[dict] = {**split_metrics({"accuracy": METRIC, "unseen_accuracy": METRIC}),
+                                      "baseline_most_frequent_tag?": baseline_metrics("accuracy")}
     tiny: ClassVar[dict] = {
         "set": ["model.units=8", "model.embedding_dim=8", "model.char_dim=4", "model.char_filters=8"],
         "inputs": ["I saw her duck .", "The cat sat on the mat."],
@@ -188,7 +207,8 @@ class Tagging(Task):
         scores = metrics[split]
         base = metrics.get("baseline_most_frequent_tag", {}).get(split, {}).get("accuracy")
         base_text = f" (most-frequent-tag {base:.3f})" if base is not None else ""
-        return f"{split} accuracy {scores['accuracy']:.3f}, unseen words {scores['unseen_accuracy']:.3f}{base_text}"
+        return (f"{split} accuracy {figure(scores['accuracy'], '.3f')}, "
+                f"unseen words {figure(scores['unseen_accuracy'], '.3f')}{base_text}")
 
     def format_metrics(self, metrics: dict) -> list[str]:
         """Per split: accuracy, unseen-token accuracy, macro F1 (entity F1) and the baseline;

@@ -19,7 +19,20 @@ import numpy as np
 from seqapp import datafiles, litert, sampling
 from seqapp.config import Config, setting
 from seqapp.errors import SeqappError
-from seqapp.tasks.base import RANDOM_SEED, Objective, PredictOption, Splits, Task, log
+from seqapp.files import COUNT, INTEGER, TEXT, list_of
+from seqapp.tasks.base import (
+    METRIC,
+    RANDOM_SEED,
+    TOKENIZER_FIELDS,
+    Objective,
+    PredictOption,
+    Splits,
+    Task,
+    baseline_metrics,
+    figure,
+    log,
+    split_metrics,
+)
 from seqapp.tasks.textgen_model import language_model, step_model
 from seqapp.text import END_ID, PAD_ID, SPECIALS, START_ID, Tokenizer
 
@@ -55,6 +68,10 @@ class TextGen(Task):
     DataConfig: ClassVar[type] = TextGenDataConfig
     predict_options: ClassVar[tuple[PredictOption, ...]] = (RANDOM_SEED,)
     generates: ClassVar[bool] = True
+    preprocessing_fields: ClassVar[dict] = {"tokenizer": TOKENIZER_FIELDS, "seq_len": COUNT,
+                                            "unigram_counts": list_of(INTEGER), "default_seed?": TEXT}
+    metrics_fields: ClassVar[dict] = {**split_metrics({"loss": METRIC}),
+                                      "baseline_unigram?": baseline_metrics("loss")}
     tiny: ClassVar[dict] = {
         "set": ["model.units=16", "model.embedding_dim=8", "data.seq_len=20", "train.batch_size=16"],
         "inputs": ["hello"],
@@ -147,7 +164,7 @@ class TextGen(Task):
             return ""
         base = metrics.get("baseline_unigram", {}).get(split, {}).get("loss")
         base_text = f" (unigram {base:.3f})" if base is not None else ""
-        return f"{split} loss {metrics[split]['loss']:.3f}{base_text}"
+        return f"{split} loss {figure(metrics[split]['loss'], '.3f')}{base_text}"
 
     # -- generation -------------------------------------------------------------------
     def predict(self, run: Any, inputs: list[str], **opts: Any) -> Iterator[str]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from seqapp.sampling import MAX_TEMPERATURE, MIN_TEMPERATURE
 from seqapp.serving import LiteRTGraph, Serving, Tensor, after_checks, convert_litert, portable
 from seqapp.tasks.textgen_model import step_model
 from seqapp.text import SPECIALS
@@ -30,7 +31,8 @@ class TextGenServing(Serving):
         default = self.run.preprocessing.get("default_seed", "\n")
         return [Tensor("seed", "string[]", f"the text to continue; '' means the run's default seed {default!r}"),
                 Tensor("length", "int32[]", "how many tokens to generate (>= 0)"),
-                Tensor("temperature", "float32[]", "sampling temperature (>= 0); 0 is greedy"),
+                Tensor("temperature", "float32[]", f"sampling temperature: 0 is greedy, else from "
+                                                   f"{MIN_TEMPERATURE:g} to {MAX_TEMPERATURE:g}"),
                 Tensor("random_seed", "int64[]", "seed of the random draws: the same seed, the same text")]
 
     def outputs(self) -> list[Tensor]:
@@ -77,6 +79,8 @@ class TextGenServing(Serving):
             tokens, length = after_checks([
                 tf.debugging.assert_non_negative(length, message="length must be >= 0"),
                 tf.debugging.assert_non_negative(temperature, message="temperature must be >= 0; 0 is greedy"),
+                tf.debugging.assert_equal(usable_temperature(temperature), True, message=(
+                    f"temperature must be 0 (greedy) or from {MIN_TEMPERATURE:g} to {MAX_TEMPERATURE:g}")),
                 tf.debugging.assert_positive(tokens.row_lengths()[0], message="the seed has no tokens")],
                 (tokens, length))
             seed_ids = tf.ensure_shape(text_graph.encode(tokens, module.table).to_tensor(), [1, None])
@@ -107,6 +111,15 @@ class TextGenServing(Serving):
                    "repeat: set the logits of ids 0-3 (special tokens) to -inf, divide by the temperature, draw "
                    "(or take the argmax for temperature 0), and feed the drawn id back with the returned states. "
                    "Join the tokens of `vocab` (word level: a space between words, none before punctuation)."])
+
+
+def usable_temperature(temperature: Any) -> Any:
+    """False for a temperature above 0 that float32 sampling cannot use (``seqapp.sampling.check_options``'s
+    rule; a negative one is the other assertion's to refuse)."""
+    import tensorflow as tf
+
+    return tf.logical_or(temperature <= 0, tf.logical_and(temperature >= MIN_TEMPERATURE,
+                                                          temperature <= MAX_TEMPERATURE))
 
 
 def xla_uniform(shape: Any, seed: Any) -> Any:

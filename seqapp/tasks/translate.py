@@ -22,9 +22,22 @@ import numpy as np
 from seqapp import datafiles, litert
 from seqapp.config import Config, ModelConfig, setting
 from seqapp.errors import SeqappError
+from seqapp.files import COUNT, INTEGER, TEXT, list_of
 from seqapp.layers import state_size
 from seqapp.plots import attention_heatmap
-from seqapp.tasks.base import JSON_OUTPUT, Objective, PredictOption, Splits, Task, format_nested, log
+from seqapp.tasks.base import (
+    JSON_OUTPUT,
+    METRIC,
+    TOKENIZER_FIELDS,
+    Objective,
+    PredictOption,
+    Splits,
+    Task,
+    cut_notes,
+    figure,
+    format_nested,
+    log,
+)
 from seqapp.tasks.translate_decoding import Hypothesis, KerasTranslator, LiteRTTranslator, Translator
 from seqapp.tasks.translate_model import (
     LITERT_ENCODER,
@@ -41,6 +54,8 @@ from seqapp.text import PAD_ID, WORD_PATTERN, Tokenizer, pad
 
 DEFAULT_PAIRS = "pairs.tsv"
 EXAMPLES = 5
+# The punctuation spacing learned from the targets (spacing_rules): tokens written with or without a space.
+SPACING_RULES = ("after_no_space", "before_no_space", "after_space", "before_space")
 
 # A split is a list of (source sentence, [its reference translations]).
 Groups = list[tuple[str, list[str]]]
@@ -88,6 +103,13 @@ class Translate(Task):
         PredictOption("attention_plot", Path, "Write the first input's attention heat map to this PNG."),
         JSON_OUTPUT,
     )
+    preprocessing_fields: ClassVar[dict] = {
+        "source_tokenizer": TOKENIZER_FIELDS, "target_tokenizer": TOKENIZER_FIELDS, "max_len": COUNT,
+        "target_spacing?": {f"{rule}?": list_of(TEXT) for rule in SPACING_RULES}}
+    metrics_fields: ClassVar[dict] = {
+        "greedy?": {"bleu": METRIC},
+        "if greedy": {"split": TEXT, "beam": {"bleu": METRIC, "width": INTEGER},
+                      "baseline_copy_source": {"bleu": METRIC}}}
     tiny: ClassVar[dict] = {
         "set": ["model.units=8", "model.embedding_dim=8", "data.max_pairs=60", "model.beam=2",
                 "train.batch_size=16"],
@@ -183,8 +205,9 @@ class Translate(Task):
         if "greedy" not in metrics:
             return ""
         beam = metrics["beam"]
-        return (f"{metrics['split']} BLEU {metrics['greedy']['bleu']:.1f} greedy, "
-                f"{beam['bleu']:.1f} beam {beam['width']} (copy source {metrics['baseline_copy_source']['bleu']:.1f})")
+        return (f"{metrics['split']} BLEU {figure(metrics['greedy']['bleu'], '.1f')} greedy, "
+                f"{figure(beam['bleu'], '.1f')} beam {beam['width']} "
+                f"(copy source {figure(metrics['baseline_copy_source']['bleu'], '.1f')})")
 
     def format_metrics(self, metrics: dict) -> list[str]:
         if "greedy" not in metrics:
@@ -226,7 +249,10 @@ class Translate(Task):
         if attention_plot is not None and not translator.has_attention:
             raise SeqappError("--attention-plot needs a run trained with attention; "
                               "train with --set model.attention=luong or bahdanau")
-        warn_unknown(translator.source_tokenizer, inputs)
+        token_lists = [translator.source_tokenizer.split(text) for text in inputs]
+        warn_unknown(translator.source_tokenizer, [tokens[:translator.max_len] for tokens in token_lists])
+        notes = cut_notes([len(tokens) for tokens in token_lists], translator.max_len, "translated",
+                          "; give one sentence per input")
         found = translator.decode_ids(inputs, beam=width)
         if attention_plot is not None:
             plot_attention(translator, inputs[0], found[0], Path(attention_plot))
@@ -235,8 +261,8 @@ class Translate(Task):
         if not json:
             return texts
         return [json_module.dumps({"source": source, "translation": text, "log_prob": round(hyp.log_prob, 4),
-                                   "beam": width}, ensure_ascii=False)
-                for source, text, hyp in zip(inputs, texts, found)]
+                                   "beam": width, **({"warning": note} if note else {})}, ensure_ascii=False)
+                for source, text, hyp, note in zip(inputs, texts, found, notes)]
 
     def plots(self, run: Any, splits: Splits, folder: Any) -> None:
         """The attention heat map of the first held-out sentence (attention models only)."""
@@ -379,7 +405,7 @@ def detokenizer(tokenizer: Tokenizer, rules: dict) -> Any:
     """A function joining target tokens with the learned punctuation spacing (see spacing_rules)."""
     if tokenizer.level != "word" or not rules:
         return tokenizer.join
-    rule_sets = {key: set(tokens) for key, tokens in rules.items()}
+    rule_sets = {key: set(rules.get(key, [])) for key in SPACING_RULES}
 
     def spaced(previous: str, token: str) -> bool:
         if previous in rule_sets["after_no_space"] or token in rule_sets["before_no_space"]:
@@ -397,9 +423,9 @@ def detokenizer(tokenizer: Tokenizer, rules: dict) -> Any:
     return join
 
 
-def warn_unknown(tokenizer: Tokenizer, sources: list[str]) -> None:
-    """Tell the user which input words the model has never seen."""
-    unknown = list(dict.fromkeys(token for source in sources for token in tokenizer.unknown_tokens(source)))
+def warn_unknown(tokenizer: Tokenizer, token_lists: list[list[str]]) -> None:
+    """Tell the user which input words (of the tokens translated) the model has never seen."""
+    unknown = list(dict.fromkeys(token for tokens in token_lists for token in tokens if token not in tokenizer.index))
     if unknown:
         shown = ", ".join(repr(token) for token in unknown[:10])
         log.warning(f"{len(unknown)} input token(s) not in the source vocabulary ({shown}); read as <unk>")
@@ -407,7 +433,7 @@ def warn_unknown(tokenizer: Tokenizer, sources: list[str]) -> None:
 
 def plot_attention(translator: Translator, source: str, hypothesis: Hypothesis, path: Path) -> None:
     """Heat map of one translation's attention, source tokens x output tokens."""
-    source_tokens = translator.source_tokenizer.split(source) or ["<pad>"]
+    source_tokens = translator.source_tokenizer.split(source)[:translator.max_len] or ["<pad>"]  # as source_ids
     output_tokens = translator.target_tokenizer.tokens(hypothesis.ids, skip_special=False)
     attention_heatmap(source_tokens, output_tokens, hypothesis.attention, path, translator.text(hypothesis))
 

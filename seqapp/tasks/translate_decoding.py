@@ -209,8 +209,10 @@ class Translator:
         return log_softmax(logits), rest, attention
 
     def source_ids(self, sources: Sequence[str]) -> np.ndarray:
-        """Encoded, right-padded source sentences (at least one column)."""
-        encoded = [self.source_tokenizer.encode(text) or [PAD_ID] for text in sources]
+        """Encoded, right-padded source sentences (at least one column), each cut to its first
+        ``max_len`` tokens: training never saw a longer source, and the cut keeps the time and
+        memory of one sentence bounded (the LiteRT encoder's grow faster than the length)."""
+        encoded = [self.source_tokenizer.encode(text)[:self.max_len] or [PAD_ID] for text in sources]
         return pad(encoded)
 
     def decode_ids(self, sources: Sequence[str], beam: int = 1, batch_size: int = 256) -> list[Hypothesis]:

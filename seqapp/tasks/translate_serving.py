@@ -3,14 +3,14 @@
 The graph does what ``seqapp predict`` does with greedy decoding (``--beam 1``, the
 default), i.e. :meth:`seqapp.tasks.translate_decoding.Translator.decode_ids` with
 :func:`~seqapp.tasks.translate_decoding.greedy_search`: the run's source tokenizer
-(:mod:`seqapp.text_graph`; a sentence without tokens is one padding id, as
-``Translator.source_ids`` makes it), padding after each sentence to the longest in the
-request, the encoder run once, then a ``tf.while_loop`` over the one-step decoder that takes
-the most likely token (the banned ids never), feeds it back with the carried state and stops
-when every sentence has produced ``</s>`` or after the run's ``max_len`` tokens. The tokens
-up to ``</s>`` are joined with the run's learned punctuation spacing
-(:func:`seqapp.tasks.translate.detokenizer`): every rule there depends on one token only, so
-it becomes per-id tables and the join is exact.
+(:mod:`seqapp.text_graph`; the first ``max_len`` tokens of each sentence, and a sentence
+without tokens as one padding id, as ``Translator.source_ids`` makes them), padding after
+each sentence to the longest in the request, the encoder run once, then a ``tf.while_loop``
+over the one-step decoder that takes the most likely token (the banned ids never), feeds it
+back with the carried state and stops when every sentence has produced ``</s>`` or after
+the run's ``max_len`` tokens. The tokens up to ``</s>`` are joined with the run's learned
+punctuation spacing (:func:`seqapp.tasks.translate.detokenizer`): every rule there depends
+on one token only, so it becomes per-id tables and the join is exact.
 
 LiteRT is refused: the encoder and the decoder step are two graphs, which ``seqapp train``
 already saves in the run's ``litert/`` folder for the fast engine.
@@ -52,9 +52,11 @@ class TranslateServing(Serving):
                                   "banned_ids": list(BANNED_IDS), "end_id": END_ID}}
 
     def notes(self) -> list[str]:
-        return [f"Greedy decoding, at most {self.run.preprocessing['max_len']} tokens per translation (the "
-                "training max_len); source words the vocabulary lacks read as `<unk>`. Translations equal "
-                "`seqapp predict`'s (beam 1, the default); beam search is not part of this signature."]
+        max_len = self.run.preprocessing["max_len"]
+        return [f"Greedy decoding, at most {max_len} tokens per translation (the training max_len); a source "
+                f"is read as its first {max_len} tokens, and source words the vocabulary lacks as `<unk>`. "
+                "Translations equal `seqapp predict`'s (beam 1, the default); beam search is not part of this "
+                "signature."]
 
     def models(self) -> tuple[Any, Any]:
         """The encoder and the one-step decoder, sharing the run's trained weights, on portable kernels."""
@@ -77,7 +79,7 @@ class TranslateServing(Serving):
         def serve(texts: Any) -> dict:
             """Source sentences -> greedy translations (``serving_default``)."""
             tokens = text_graph.tokenizer_tokens(texts, prep["source_tokenizer"])
-            ids = text_graph.encode(tokens, module.table).to_tensor(default_value=PAD_ID)
+            ids = text_graph.encode(tokens, module.table)[:, :prep["max_len"]].to_tensor(default_value=PAD_ID)
             ids = tf.pad(ids, [[0, 0], [0, tf.maximum(1 - tf.shape(ids)[1], 0)]])  # at least one column
             outputs = module.encoder(ids, training=False)
             # tf.identity drops the Keras masks the outputs carry, which the step model would warn about
