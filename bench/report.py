@@ -14,6 +14,8 @@ Every key is present in every run; what was not measured (a missing peer, a sect
     latency_s.<command>.<variant>        median wall seconds of a fresh process
     peak_rss_kb.<command>.<variant>      largest peak RSS of those processes
     time_to_quality.<side>.points        [training seconds, validation nats/char] (full runs only)
+    quality.<task>                       each task's headline metric on real data (bench/quality.py;
+                                         full runs, or kept from the last run that measured it)
     ratios.<figure>                      seqapp / peer (null unless both exist)
 """
 
@@ -51,7 +53,8 @@ def empty_result(units: int = 256, embed: int = 64) -> dict:
         "train_tokens_per_s": per_cell, "train_pct_of_sgemm": json.loads(json.dumps(per_cell)),
         "val_loss": json.loads(json.dumps(per_cell)), "generate_chars_per_s": per_batch,
         "generate_first_call_s": json.loads(json.dumps(per_batch)), "latency_s": per_command,
-        "peak_rss_kb": json.loads(json.dumps(per_command)), "time_to_quality": None, "ratios": {}, "details": {},
+        "peak_rss_kb": json.loads(json.dumps(per_command)), "time_to_quality": None, "quality": None,
+        "ratios": {}, "details": {},
         "notes": [],
     }
 
@@ -177,6 +180,11 @@ def render_markdown(result: dict) -> str:
              "| figure | seqapp | PyTorch peer | ratio |", "| --- | ---: | ---: | ---: |"]
     rows = training_rows(result) + generation_rows(result) + latency_rows(result)
     lines += ["| " + " | ".join(row) + " |" for row in rows if measured(row)]
+    if result.get("quality"):
+        from bench.quality import markdown
+
+        lines += ["", "Each task's headline metric on real data (`python -m bench.quality`):", "",
+                  markdown(result["quality"])]
     if result["notes"]:
         lines += ["", "Notes:", ""] + [f"- {note}" for note in result["notes"]]
     wall = result.get("wall_s")
@@ -186,9 +194,18 @@ def render_markdown(result: dict) -> str:
 
 
 def write(result: dict, folder: Path) -> tuple[Path, Path]:
-    """Write ``latest.json`` and ``latest.md`` into ``folder``; return both paths."""
+    """Write ``latest.json`` and ``latest.md`` into ``folder``; return both paths.
+
+    A run that did not measure ``quality`` (``--quick``) keeps the figures of the last one that
+    did, each with the time it was measured, so the reference for the next change stays.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     json_path, md_path = folder / "latest.json", folder / "latest.md"
+    if result.get("quality") is None and json_path.is_file():
+        try:
+            result["quality"] = json.loads(json_path.read_text(encoding="utf-8")).get("quality")
+        except (OSError, ValueError, AttributeError):
+            result["quality"] = None
     json_path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     md_path.write_text(render_markdown(result), encoding="utf-8")
     return json_path, md_path

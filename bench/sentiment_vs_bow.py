@@ -2,8 +2,8 @@
 
 Both read the same stratified 80/10/10 split of the shared "Sentiment Labelled Sentences"
 files (amazon + imdb, 2,000 sentences), made by the sentiment task's own ``load_data``
-with its fixed split seed. The baseline is scikit-learn's ``CountVectorizer`` +
-``LogisticRegression`` with C chosen on the validation split; seqapp trains the given
+with its fixed split seed. The baselines are scikit-learn's ``CountVectorizer`` (words, and words +
+bigrams) + ``LogisticRegression`` with C chosen on the validation split; seqapp trains the given
 template (default: ``sentiment``) once per random seed. Prints a Markdown table and
 writes it to ``bench/results/sentiment_vs_bow.md`` (or ``--output``); it never asserts
 anything about speed.
@@ -27,13 +27,14 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "sentiment"
 C_GRID = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
 
 
-def bag_of_words(splits) -> dict:
-    """Test accuracy and macro F1 of a count-vector logistic regression, C tuned on val."""
+def bag_of_words(splits, ngram_range: tuple[int, int] = (1, 2)) -> dict:
+    """Test accuracy and macro F1 of a count-vector logistic regression (word n-grams of
+    ``ngram_range``: unigrams and bigrams by default), C tuned on val."""
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score
 
-    vectorizer = CountVectorizer(lowercase=True)
+    vectorizer = CountVectorizer(lowercase=True, ngram_range=ngram_range)
     train_x = vectorizer.fit_transform(splits.train.texts)
     start = time.perf_counter()
     fitted = {c: LogisticRegression(C=c, max_iter=5000).fit(train_x, splits.train.labels) for c in C_GRID}
@@ -43,7 +44,8 @@ def bag_of_words(splits) -> dict:
         "accuracy": accuracy_score(splits.test.labels, predicted),
         "macro_f1": f1_score(splits.test.labels, predicted, average="macro"),
         "seconds": time.perf_counter() - start,
-        "note": f"C={best_c:g} chosen on val (time: all {len(C_GRID)} fits), "
+        "note": f"word {ngram_range[0]}-{ngram_range[1]}-grams, C={best_c:g} chosen on val "
+                f"(time: all {len(C_GRID)} fits), "
                 f"vocabulary {len(vectorizer.vocabulary_):,}",
     }
 
@@ -76,7 +78,7 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
-def table(template: str, overrides: list[str], splits, bow: dict, runs: list[dict]) -> str:
+def table(template: str, overrides: list[str], splits, bows: list[dict], runs: list[dict]) -> str:
     """The comparison as a Markdown table, with the setting it was measured in."""
     setting = " ".join(f"--set {o}" for o in overrides) or "(template defaults)"
     lines = [
@@ -86,8 +88,8 @@ def table(template: str, overrides: list[str], splits, bow: dict, runs: list[dic
         "| model | test accuracy | test macro F1 | train time (s) | notes |",
         "| --- | --- | --- | --- | --- |",
         f"| majority class | {runs[0]['baseline']:.3f} | - | - | |",
-        f"| bag-of-words logistic regression (scikit-learn) | {bow['accuracy']:.3f} | {bow['macro_f1']:.3f} | "
-        f"{bow['seconds']:.1f} | {bow['note']} |",
+        *(f"| bag-of-words logistic regression (scikit-learn) | {bow['accuracy']:.3f} | {bow['macro_f1']:.3f} | "
+          f"{bow['seconds']:.1f} | {bow['note']} |" for bow in bows),
         f"| seqapp `{template}` {setting} | {mean_std([r['accuracy'] for r in runs])} | "
         f"{mean_std([r['macro_f1'] for r in runs])} | {statistics.mean(r['seconds'] for r in runs):.0f} | "
         f"{len(runs)} seed(s), mean ± std; epochs {', '.join(str(r['epochs']) for r in runs)} |",
@@ -115,9 +117,9 @@ def main() -> None:
     backend.start()
     cfg = load_config(args.template, args.overrides, {"data.path": str(args.data)})
     splits = Sentiment().load_data(cfg)
-    bow = bag_of_words(splits)
+    bows = [bag_of_words(splits, (1, 1)), bag_of_words(splits, (1, 2))]
     runs = seqapp_runs(args.template, args.data, args.overrides, args.seeds)
-    result = table(args.template, args.overrides, splits, bow, runs)
+    result = table(args.template, args.overrides, splits, bows, runs)
     print(result)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(result + "\n", encoding="utf-8")

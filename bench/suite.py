@@ -206,6 +206,19 @@ def quality(s: Settings, result: dict) -> None:
     time_to_quality.plot(curves, time_to_quality.RESULTS / "time_to_quality.png")
 
 
+def task_quality(result: dict) -> None:
+    """Each task's headline metric on real data (``bench/quality.py``), in a process of its own."""
+    command = [sys.executable, "-m", "bench.quality", "--json"]
+    try:
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=3 * 3600, check=True)
+        measured = json.loads(done.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, OSError, ValueError, IndexError) as exc:
+        result["notes"].append(f"task quality failed: {error_tail(exc)}")
+        return
+    result["quality"] = {task: figures for task, figures in measured["quality"].items() if figures is not None}
+    result["notes"].extend(measured["notes"])
+
+
 def missing_notes(s: Settings, result: dict) -> None:
     """Notes for what this run does not measure and why."""
     notes = result["notes"]
@@ -253,6 +266,9 @@ def run_suite(s: Settings) -> dict:
         if s.data.is_file() and s.quality_seconds:
             quality(s, result)
             clock = timed(sections, "time_to_quality", clock)
+        if not s.quick:
+            task_quality(result)
+            clock = timed(sections, "task_quality", clock)
         command_latency(s, result, tmp, peer_model)
         timed(sections, "latency", clock)
     missing_notes(s, result)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from seqapp.tasks.base import Splits, Task
 
 
 def fit(model: Any, train_ds: Any, val_ds: Any, cfg: TrainConfig, folder: Path, verbose: int | None = None,
-        state: Any = None, guard: Any = None, plan: Any = None) -> dict:
+        state: Any = None, guard: Any = None, plan: Any = None, callbacks: Sequence[Any] = ()) -> dict:
     """``model.fit`` with early stopping, best weights, history.csv and a resumable training state.
 
     ``state`` (from :func:`seqapp.checkpoint.load`) continues an interrupted training: an
@@ -42,6 +42,9 @@ def fit(model: Any, train_ds: Any, val_ds: Any, cfg: TrainConfig, folder: Path, 
     Returns the Keras history dict of the whole training. With no validation data, early
     stopping follows the training loss. Under a ``plan`` (:mod:`seqapp.distribute`) whose
     strategy ``model.fit`` cannot run, seqapp's own step drives the same callbacks.
+    ``callbacks`` (e.g. a benchmark's time budget) run after seqapp's own, which keeps
+    the best weights: one that sets ``model.stop_training`` ends the training as early
+    stopping does, the best validation epoch's weights restored.
     """
     from seqapp import checkpoint
 
@@ -50,6 +53,7 @@ def fit(model: Any, train_ds: Any, val_ds: Any, cfg: TrainConfig, folder: Path, 
     monitor = "val_loss" if val_ds is not None else "loss"
     keeper = checkpoint.Checkpointer(folder, cfg, monitor, state, guard, data_epoch())
     keeper.epochs_only = guard.epochs_only = plan is not None and plan.mode == "multi_worker"
+    callbacks = [keeper, *callbacks]
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     set_jit_compile(model, cfg.jit_compile, plan)
@@ -58,10 +62,10 @@ def fit(model: Any, train_ds: Any, val_ds: Any, cfg: TrainConfig, folder: Path, 
         if state.step and not state.done:  # the interrupted epoch, on the batches it had left
             checkpoint.build_metrics(model, train_ds)
             keeper.pause_after_epoch = True
-            fit_loop(model, train_ds.skip(state.step), val_ds, cfg.epochs, state.epoch, keeper, verbose, plan)
+            fit_loop(model, train_ds.skip(state.step), val_ds, cfg.epochs, state.epoch, callbacks, verbose, plan)
             keeper.pause_after_epoch = False
         if not state.done:
-            fit_loop(model, train_ds, val_ds, cfg.epochs, state.epoch, keeper, verbose, plan)
+            fit_loop(model, train_ds, val_ds, cfg.epochs, state.epoch, callbacks, verbose, plan)
     finally:
         guard.deferring = False
     if keeper.restore_pending:  # finished before the interruption: only the saving was left
@@ -102,17 +106,17 @@ def feed_from_python(model: Any) -> None:
     model.train_function = train_function
 
 
-def fit_loop(model: Any, train_ds: Any, val_ds: Any, epochs: int, initial_epoch: int, keeper: Any, verbose: int,
+def fit_loop(model: Any, train_ds: Any, val_ds: Any, epochs: int, initial_epoch: int, callbacks: list, verbose: int,
              plan: Any) -> None:
     """``model.fit`` from ``initial_epoch``, or seqapp's distributed loop where fit cannot run."""
     if plan is not None and plan.mode == "multi_worker":
         from seqapp import distribute
 
-        distribute.fit_custom(model, train_ds, val_ds, plan, [keeper], epochs, initial_epoch,
+        distribute.fit_custom(model, train_ds, val_ds, plan, callbacks, epochs, initial_epoch,
                               print if verbose else None)
         return
     model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
-              callbacks=[keeper], verbose=verbose, shuffle=False)  # tf.data shuffles
+              callbacks=callbacks, verbose=verbose, shuffle=False)  # tf.data shuffles
 
 
 @dataclass

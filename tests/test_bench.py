@@ -244,3 +244,24 @@ def test_time_to_quality_measures_the_default_template_at_each_checkpoint(tmp_pa
     result = {"machine": "test", "seqapp": curve, "torch": {"points": [[1.0, 3.0], [4.0, 2.5]]}}
     time_to_quality.plot(result, tmp_path / "curve.png")
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_quality_figures_are_merged_into_latest_and_kept_by_a_run_that_did_not_measure_them(tmp_path: Path) -> None:
+    from bench import quality
+
+    (tmp_path / "latest.json").write_text(json.dumps({"schema": 1, "quality": {"sine": {"metric": "test_mse",
+                                                      "value": 1.0, "data": "old"}}, "notes": []}))
+    sentiment = {"metric": "test_accuracy", "value": 0.84, "std": 0.01, "seeds": [0.83, 0.85],
+                 "bow_1_2gram": 0.82, "data": "amazon + imdb"}
+    quality.merge({**dict.fromkeys(quality.TASKS), "sentiment": sentiment}, ["quality.tagging: not found"], tmp_path)
+    saved = json.loads((tmp_path / "latest.json").read_text())
+    assert saved["quality"]["sentiment"] == sentiment and saved["quality"]["sine"]["data"] == "old"
+    assert saved["quality"]["tagging"] is None and "quality.tagging: not found" in saved["notes"]
+    table = (tmp_path / "quality.md").read_text()
+    assert "| sentiment | amazon + imdb | test_accuracy | 0.84 ± 0.01 | bow_1_2gram 0.82 |" in table
+
+    result = report.add_ratios(report.empty_result())  # a --quick run: no quality of its own
+    result["settings"], result["machine"] = {}, {}
+    report.write(result, tmp_path)
+    assert json.loads((tmp_path / "latest.json").read_text())["quality"]["sentiment"] == sentiment
+    assert "0.84 ± 0.01" in (tmp_path / "latest.md").read_text()

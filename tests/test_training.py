@@ -122,3 +122,30 @@ def test_the_learning_rate_schedule_spans_every_batch_of_every_epoch(name, sched
     middle = steps // 2
     cosine = 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * middle / steps))
     assert rate_at(middle) == pytest.approx(rate * (cosine if schedule == "cosine" else 1.0), rel=1e-3)
+
+
+def test_an_extra_callback_that_stops_training_keeps_the_best_epochs_weights(tmp_path):
+    """``fit(callbacks=...)`` (e.g. a benchmark's time budget): stopping at a batch end ends the
+    training there, the partial epoch is validated, and the best validation epoch's weights stay."""
+    import keras
+
+    from seqapp.tasks import REGISTRY, load_config
+    from seqapp.training import fit
+
+    model, dataset = tiny_model(jit=False, text=CORPUS)  # 14 batches an epoch
+    cfg = load_config("textgen", REGISTRY["textgen"].tiny["set"], {"train.epochs": 5, "train.patience": 3})
+    at_epoch_end = []
+
+    class StopInThirdEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            at_epoch_end.append(self.model.get_weights())
+
+        def on_train_batch_end(self, batch, logs=None):
+            if len(at_epoch_end) == 2 and batch == 2:
+                self.model.stop_training = True
+
+    history = fit(model, dataset, dataset, cfg.train, tmp_path, verbose=0, callbacks=[StopInThirdEpoch()])
+    assert len(history["loss"]) == len(history["val_loss"]) == len(at_epoch_end) == 3
+    best = int(np.argmin(history["val_loss"]))
+    for kept, expected in zip(model.get_weights(), at_epoch_end[best], strict=True):
+        np.testing.assert_array_equal(kept, expected)
