@@ -174,6 +174,7 @@ def new_training(task: str | None, data: Path | None, epochs: int | None, out: P
         from seqapp import datafiles
 
         datafiles.read_text(data)  # fail fast on a missing/empty/binary file, before TensorFlow starts
+    get_task(cfg.task).check_sources(cfg)  # e.g. pretrained vectors: their first lines, before TensorFlow starts
     drafts.task_folder(out, cfg.task)  # an unwritable --out, before TensorFlow starts
     backend.start()
     from seqapp.training import train as train_run
@@ -214,16 +215,25 @@ def generate(
     run_dir: RunOption = None,
     out: OutOption = RUNS_ROOT,
     engine: EngineOption = "auto",
+    stop: Annotated[list[str] | None, typer.Option(
+        "--stop", help="End a sample right after the first place its generated text (the seed excluded) holds "
+                       "this text (repeatable: the first found ends it).")] = None,
+    no_repeat_ngram: Annotated[int | None, typer.Option(
+        "--no-repeat-ngram", help="Never generate an n-gram of N tokens twice (the seed excluded); a sample "
+                                  "with no token left ends.")] = None,
 ) -> None:
     """Generate text that continues --seed with a text-generation run (streams to stdout)."""
     from seqapp import sampling
 
     sampling.check_options(temperature, top_k, top_p)
     sampling.check_counts(length, num_samples)
+    sampling.check_stops(stop)
+    sampling.check_no_repeat_ngram(no_repeat_ngram)
     run = find_run(run_dir, out, [name for name, cls in REGISTRY.items() if cls.generates])
     task = get_task(run.task)()
     options = {"length": length, "temperature": temperature, "top_k": top_k, "top_p": top_p,
                "random_seed": random_seed, "engine": start_engine(task, run, engine)}
+    options |= {key: value for key, value in (("stop", stop), ("no_repeat_ngram", no_repeat_ngram)) if value}
     texts = [""] * num_samples
     for pieces in task.generate(run, seed, num_samples=num_samples, **options):
         if num_samples == 1:
@@ -282,6 +292,7 @@ def predict(
         option = "--" + unsupported[0].replace("_", "-")
         raise SeqappError(f"{option} does not apply to a {run.task} run; see 'seqapp predict --help'")
     task.check_inputs(texts, **given)
+    task.check_run_options(run, **given)
     if output is not None and not output.parent.is_dir():
         raise SeqappError(f"--output {output}: folder {output.parent} does not exist; create it first")
     if start_engine(task, run, engine) == "litert":

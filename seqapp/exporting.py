@@ -69,7 +69,9 @@ def check_serving(serving: Serving | None, task: str, fmt: str) -> Serving:
     why = serving.unsupported.get(fmt)
     if why:
         other = next(option for option in FORMATS if option != fmt)
-        raise SeqappError(f"a {task} run cannot be exported as {fmt}: {why}; use --format {other}")
+        fix = (f"use --format {other}" if other not in serving.unsupported
+               else "use seqapp predict or seqapp serve, which run it as it is")
+        raise SeqappError(f"a {task} run cannot be exported as {fmt}: {why}; {fix}")
     return serving
 
 
@@ -278,7 +280,8 @@ def litert_readme(serving: Serving, graph: LiteRTGraph, target: Path) -> str:
         "interpreter). It takes ids or normalised values, not raw text: LiteRT has no string "
         "operations. `signature.json` lists the tensors below in the interpreter's order.", "",
         "Inputs:", "", *tensor_lines(graph.inputs), "", "Outputs:", "", *tensor_lines(graph.outputs), "",
-        *graph.usage, "", "```python", "from ai_edge_litert.interpreter import Interpreter", "",
+        *graph.usage, *serving.tokenizer_usage(), "", "```python",
+        "from ai_edge_litert.interpreter import Interpreter", "",
         f'interpreter = Interpreter(model_path="{target.name}/model.tflite")',
         "interpreter.allocate_tensors()",
         "inputs = {d['name']: d for d in interpreter.get_input_details()}  # resize_tensor_input for free sizes",

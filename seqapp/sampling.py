@@ -48,6 +48,35 @@ def check_counts(length: int, num_samples: int) -> None:
         raise SeqappError(f"--num-samples {num_samples} must be at least 1; e.g. --num-samples 3")
 
 
+def check_no_repeat_ngram(size: int | None, option: str = "--no-repeat-ngram") -> None:
+    """Refuse a ``--no-repeat-ngram`` below 1 (None: the option is off)."""
+    if size is not None and size < 1:
+        raise SeqappError(f"{option} {size} must be at least 1 (the size of the n-grams that may not repeat); "
+                          "e.g. 3, or leave it out")
+
+
+def check_stops(stops: Sequence[str] | None) -> None:
+    """Refuse an empty ``--stop`` string (it would end every text before its first character)."""
+    for stop in stops or ():
+        if not stop:
+            raise SeqappError("--stop '' is empty; give the text that ends the generation, e.g. --stop '.'")
+
+
+def repeated_ngram_mask(history: np.ndarray, size: int, vocab: int) -> np.ndarray:
+    """``[rows, vocab]``: True where a token would complete an n-gram of ``size`` tokens that
+    row ``history[row]`` (``[rows, length]`` token ids) already holds, as OpenNMT's and fairseq's
+    ``no_repeat_ngram_size``: the last ``size - 1`` tokens are looked up among the earlier ones."""
+    history = np.asarray(history)
+    mask = np.zeros((len(history), vocab), bool)
+    if history.ndim != 2 or history.shape[1] < size:
+        return mask
+    grams = np.lib.stride_tricks.sliding_window_view(history, size, axis=1)  # [rows, windows, size]
+    prefix = history[:, history.shape[1] - size + 1:]  # the last size - 1 tokens (none for size 1)
+    rows, windows = np.nonzero((grams[:, :, :-1] == prefix[:, None, :]).all(axis=-1))
+    mask[rows, grams[rows, windows, -1]] = True
+    return mask
+
+
 def filter_logits(logits: Any, temperature: float = 1.0, top_k: int | None = None,
                   top_p: float | None = None, banned: Sequence[int] = ()) -> Any:
     """Scale ``logits`` (``[batch, vocab]``) by temperature and mask tokens that may not be drawn.

@@ -36,7 +36,9 @@ from seqapp.serve_metrics import CONTENT_TYPE, exposition
 from seqapp.serve_service import GENERATE_LENGTH, MAX_BEAM, Exposure, Limits, Service, without_paths
 
 log = logging.getLogger("seqapp")
-GENERATE_OPTIONS = {"length": int, "temperature": float, "top_k": int, "top_p": float, "random_seed": int}
+GENERATE_OPTIONS = {"length": int, "temperature": float, "top_k": int, "top_p": float, "random_seed": int,
+                    "no_repeat_ngram": int, "stop": list}
+MAX_STOPS = 16  # stop texts one /generate may give: each is looked for after every token
 KIND_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a text"}
 MAX_RANDOM_SEED = 2**31 - 1
 FLOAT32_MAX = 3.4028234663852886e38  # the largest finite 32-bit float: the models compute in float32
@@ -274,6 +276,7 @@ def predict_request(body: dict, service: Service) -> tuple[list[str], dict]:
         raise ApiError(400, '"inputs" is empty; send at least one text, e.g. {"inputs": ["a text"]}')
     try:
         service.task.check_inputs(inputs, **options)
+        service.task.check_run_options(service.run, **options)
     except SeqappError as exc:
         raise ApiError(400, api_wording(str(exc), service.predict_options)) from None
     return inputs, options
@@ -313,14 +316,32 @@ def generate_request(body: dict, limits: Limits) -> tuple[str, dict]:
     if not isinstance(seed, str):
         raise ApiError(400, f'"seed" must be a text to continue, not {json_type(seed)}')
     check_text('"seed"', seed, limits)
-    options = parse_options(body.get("options"), GENERATE_OPTIONS, limits, "text-generation")
+    raw = body.get("options")
+    stop = raw.pop("stop", None) if isinstance(raw, dict) else None
+    options = parse_options(raw, GENERATE_OPTIONS, limits, "text-generation")
     options.setdefault("length", min(GENERATE_LENGTH, limits.max_tokens))
+    if stop is not None:
+        options["stop"] = stop_texts(stop, limits)
     try:
         sampling.check_options(options.get("temperature", 1.0), options.get("top_k"), options.get("top_p"))
         sampling.check_counts(options["length"], 1)
+        sampling.check_no_repeat_ngram(options.get("no_repeat_ngram"))
+        sampling.check_stops(options.get("stop"))
     except SeqappError as exc:
         raise ApiError(400, api_wording(str(exc), GENERATE_OPTIONS)) from None
     return seed, options
+
+
+def stop_texts(value: Any, limits: Limits) -> list[str]:
+    """The ``stop`` option of ``/generate``: a text, or a list of at most :data:`MAX_STOPS` texts."""
+    texts = [value] if isinstance(value, str) else value
+    if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
+        raise ApiError(400, f'option "stop" must be a text or a list of texts, not {json_type(value)}')
+    if len(texts) > MAX_STOPS:
+        raise ApiError(400, f'option "stop" has {len(texts)} texts; this server takes at most {MAX_STOPS}')
+    for i, text in enumerate(texts):
+        check_text(f'option "stop"[{i}]', text, limits)
+    return texts
 
 
 def parse_options(raw: Any, allowed: dict[str, type], limits: Limits, task: str) -> dict:
@@ -353,9 +374,10 @@ def option_value(name: str, value: Any, kind: type, limits: Limits) -> Any:
     if kind is int:
         if name == "random_seed" and not 0 <= value <= MAX_RANDOM_SEED:
             raise ApiError(400, f'option "random_seed" is {value}; use a whole number in 0..{MAX_RANDOM_SEED}')
-        ceiling = MAX_BEAM if name == "beam" else limits.max_tokens
+        beam_like = name in ("beam", "n_best")  # n_best widens the beam to at least n_best
+        ceiling = MAX_BEAM if beam_like else limits.max_tokens
         if name != "random_seed" and value > ceiling:
-            flag = "" if name == "beam" else " (seqapp serve --max-tokens)"
+            flag = "" if beam_like else " (seqapp serve --max-tokens)"
             raise ApiError(400, f'option "{name}" is {value}; this server allows at most {ceiling}{flag}')
     if kind is str:
         check_text(f'option "{name}"', value, limits)
@@ -394,8 +416,10 @@ PREDICT_DOC = {"requestBody": {"required": True, "content": {"application/json":
 GENERATE_DOC = {"requestBody": {"required": True, "content": {"application/json": {
     "schema": {"type": "object", "properties": {
         "seed": {"type": "string", "description": "Text to continue."},
-        "options": {"type": "object", "properties": {name: {"type": "integer" if kind is int else "number"}
-                                                     for name, kind in GENERATE_OPTIONS.items()}}}},
+        "options": {"type": "object", "properties": {
+            name: {"type": "integer"} if kind is int else {"type": "number"} if kind is float else
+            {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+            for name, kind in GENERATE_OPTIONS.items()}}}},
     "example": {"seed": "hello", "options": {"length": 100, "temperature": 0.8, "random_seed": 1}}}}},
     "responses": {"200": {"description": "The text, streamed as it is generated."},
                   "400": {"description": '{"error": "what is wrong"}'}}}

@@ -19,6 +19,20 @@ if TYPE_CHECKING:
     from seqapp.runs import Run
 
 
+SUBWORD_SAVED_MODEL = ("its subword (SentencePiece) tokenizer is no TensorFlow op that stock TensorFlow Serving "
+                       "can run (tensorflow-text's op would tie the model to that package)")
+SUBWORD_USAGE = ("Subword vocabulary (`level` subword): make the ids with SentencePiece (`pip install sentencepiece`), "
+                 "after `lower` / `strip_punctuation`: `processor = sentencepiece.SentencePieceProcessor("
+                 "model_proto=base64.b64decode(vocabulary['sentencepiece']))`, then `processor.encode(text)`; its ids "
+                 "are the indices of `vocab`, and `processor.decode(ids)` turns ids back into exact text.")
+
+
+def subword_tokenizers(preprocessing: dict) -> list[str]:
+    """The names of a run's tokenizers (``preprocessing.json`` entries) that are at subword level."""
+    return [name for name, value in preprocessing.items()
+            if isinstance(value, dict) and value.get("level") == "subword"]
+
+
 @dataclass
 class Tensor:
     """One input or output of an exported graph: its name, type and shape, and what it holds."""
@@ -50,6 +64,12 @@ class Serving:
 
     def __init__(self, run: Run) -> None:
         self.run = run
+        if subword_tokenizers(run.preprocessing):
+            self.unsupported = {**self.unsupported, "saved_model": SUBWORD_SAVED_MODEL}
+
+    def tokenizer_usage(self) -> list[str]:
+        """README lines on making ids from text where a graph takes ids (a subword vocabulary needs its step)."""
+        return [SUBWORD_USAGE] if subword_tokenizers(self.run.preprocessing) else []
 
     @property
     def model(self) -> Any:

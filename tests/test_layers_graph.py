@@ -22,7 +22,7 @@ PACKAGE = Path(seqapp.__file__).resolve().parent
 LAYERS = {
     "base": {"seqapp", "errors", "files", "config", "datafiles", "backend", "faults", "distribute"},
     "shared": {"text", "text_graph", "layers", "metrics", "plots", "sampling", "pipeline", "litert", "fastrnn",
-               "serving"},
+               "serving", "embeddings"},
     "runs": {"runs"},
     "tasks": {"tasks", "tasks.*"},
     "flow": {"checkpoint", "drafts", "training", "engines"},

@@ -21,7 +21,7 @@ from seqapp.config import Config, ModelConfig
 from seqapp.errors import SeqappError
 from seqapp.files import FLAG, INTEGER, NUMBER, TEXT, list_of, nullable, one_of
 from seqapp.runs import Schema
-from seqapp.text import SPECIALS
+from seqapp.text import LEVELS, SPECIALS, SUBWORD_MODELS
 
 if TYPE_CHECKING:
     import keras
@@ -50,8 +50,9 @@ JSON_OUTPUT = PredictOption("json", bool, "Print one JSON object per line.")
 RANDOM_SEED = PredictOption("random_seed", int, "Random seed, where prediction samples.")
 
 # How a saved Tokenizer (Tokenizer.to_dict) looks in preprocessing.json.
-TOKENIZER_FIELDS = {"level": one_of("char", "word"), "lower?": FLAG, "strip_punctuation?": FLAG,
-                    "vocab": list_of(TEXT, least=len(SPECIALS))}
+TOKENIZER_FIELDS = {"level": one_of(*LEVELS), "lower?": FLAG, "strip_punctuation?": FLAG,
+                    "vocab": list_of(TEXT, least=len(SPECIALS)),
+                    "subword_model?": one_of(*SUBWORD_MODELS), "sentencepiece?": TEXT}
 METRIC = nullable(NUMBER)  # a figure in metrics.json: NaN and infinities were saved as null
 
 
@@ -115,6 +116,12 @@ class Task:
         """Reject settings that are valid one by one but not together (SeqappError)."""
 
     @classmethod
+    def check_sources(cls, cfg: Config) -> None:
+        """Cheap checks of the files a new training of ``cfg`` reads besides its data (pretrained
+        vectors, another run): ``seqapp train`` calls this before TensorFlow starts. Never called
+        when a run is loaded, since a saved run needs none of them."""
+
+    @classmethod
     def schema(cls) -> Schema:
         """The fields of :attr:`preprocessing_fields` and :attr:`metrics_fields`, plus those every
         run has (the task's name; the epochs trained, which ``seqapp runs`` shows)."""
@@ -153,6 +160,11 @@ class Task:
     def check_inputs(self, inputs: list[str], **opts: Any) -> None:
         """Refuse inputs or predict options that cannot work (SeqappError), cheaply: the CLI
         calls this before TensorFlow starts, so a wrong command answers at once."""
+
+    def check_run_options(self, run: Run, **opts: Any) -> None:
+        """Refuse predict options that do not fit ``run`` (e.g. past a limit it was trained with),
+        from its files only: the CLI and the server call this after :meth:`check_inputs`, before
+        TensorFlow starts."""
 
     def predict(self, run: Run, inputs: list[str], **opts: Any) -> Iterable[str]:
         """Lines of output for ``seqapp predict`` (after :meth:`check_inputs`). A task that

@@ -25,6 +25,7 @@ from seqapp.files import COUNT, NUMBER, TEXT, list_of
 from seqapp.layers import apply_stack, output_head, recurrent_stack
 from seqapp.metrics import class_table, classification_metrics, confusion_table
 from seqapp.plots import plot_confusion
+from seqapp.tasks import warm_start
 from seqapp.tasks.base import (
     JSON_OUTPUT,
     METRIC,
@@ -40,7 +41,18 @@ from seqapp.tasks.base import (
     main_split,
     split_metrics,
 )
-from seqapp.text import OOV_ID, PAD_ID, Tokenizer, pad
+from seqapp.text import (
+    LEVELS,
+    OOV_ID,
+    PAD_ID,
+    SUBWORD_MODEL_HELP,
+    SUBWORD_MODELS,
+    SUBWORD_VOCAB_HELP,
+    SUBWORD_VOCAB_RANGE,
+    SUBWORD_VOCAB_SIZE,
+    Tokenizer,
+    pad,
+)
 
 DEFAULT_DATA = "sentiment.tsv"
 # Files in a data folder that are documentation, not data.
@@ -63,12 +75,15 @@ class SentimentDataConfig:
     label_column: str = setting("1", "column of the label: a header name or a 0-based index")
     classes: list[str] | None = setting(None, "the allowed labels in output order, e.g. [negative, positive]; "
                                         "null: all labels found, sorted")
-    level: str = setting("word", "tokens: words and punctuation marks, or characters", choices=("char", "word"))
+    level: str = setting("word", "tokens: words and punctuation marks, characters, or SentencePiece subwords "
+                         "(see data.vocab_size)", choices=LEVELS)
     lower: bool = setting(True, "lower-case the texts")
     strip_punctuation: bool = setting(False, "drop punctuation marks (by default they are tokens)")
     max_vocab: int | None = setting(10000, "most frequent tokens kept, specials included; others become <unk>; "
-                                    "null: all", min=5)
-    min_count: int = setting(1, "tokens seen fewer times in training become <unk>", min=1)
+                                    "null: all (level char and word)", min=5)
+    vocab_size: int = setting(SUBWORD_VOCAB_SIZE, SUBWORD_VOCAB_HELP, **SUBWORD_VOCAB_RANGE)
+    subword_model: str = setting("unigram", SUBWORD_MODEL_HELP, choices=SUBWORD_MODELS)
+    min_count: int = setting(1, "tokens seen fewer times in training become <unk> (level char and word)", min=1)
     max_len: int = setting(60, "tokens kept per text (its beginning); shorter texts are padded and masked", min=1)
     val_fraction: float = setting(0.1, "share of each label held out for validation", min=0.0, max=0.5,
                                   high_open=True)
@@ -84,6 +99,16 @@ class SentimentModelConfig(ModelConfig):
 
     pooling: str = setting("last", "last: the final state (of both directions); mean / max: over all "
                            "unpadded steps", choices=("last", "mean", "max"))
+    # Outside knowledge (seqapp.tasks.warm_start): read once at training, then part of model.keras.
+    embedding_dim: int | None = setting(64, "size of the token embedding vectors; null: the size of "
+                                        "model.pretrained_embeddings' vectors or of model.init_from's run",
+                                        min=1, max=8192)
+    pretrained_embeddings: str | None = setting(None, "a GloVe or word2vec text file (.gz too) whose vectors "
+                                                "start the embedding rows of the words it has; null: random start")
+    init_from: str | None = setting(None, "a word-level textgen run folder: the embedding rows of shared tokens "
+                                    "and the recurrent layers start from it (same cell, units, layers); null: none")
+    freeze_embeddings: bool = setting(False, "keep the embedding from pretrained_embeddings / init_from fixed "
+                                      "while training; false: fine-tune it")
 
 
 @dataclass
@@ -113,7 +138,7 @@ class Sentiment(Task):
     predict_options: ClassVar[tuple[PredictOption, ...]] = (JSON_OUTPUT,)
     preprocessing_fields: ClassVar[dict] = {"tokenizer": TOKENIZER_FIELDS, "classes": list_of(TEXT, least=2),
                                             "max_len": COUNT, "class_weights": list_of(NUMBER),
-                                            "majority_class": TEXT}
+                                            "majority_class": TEXT, "pretrained?": warm_start.PREP_FIELDS}
     metrics_fields: ClassVar[dict] = {**split_metrics({"accuracy": METRIC, "macro_f1": METRIC}),
                                       "baseline_majority?": baseline_metrics("accuracy")}
     tiny: ClassVar[dict] = {
@@ -129,6 +154,11 @@ class Sentiment(Task):
             raise SeqappError("data.val_fraction + data.test_fraction must be below 0.9; keep most data for training")
         if data.classes is not None and (len(data.classes) < 2 or len(set(data.classes)) != len(data.classes)):
             raise SeqappError(f"data.classes={data.classes!r} must list at least two different labels")
+        warm_start.validate(cfg)
+
+    @classmethod
+    def check_sources(cls, cfg: Config) -> None:
+        warm_start.check(cfg)
 
     # -- data -------------------------------------------------------------------------
     def load_data(self, cfg: Config) -> Splits:
@@ -140,8 +170,10 @@ class Sentiment(Task):
 
     def fit_preprocessing(self, cfg: Config, splits: Splits) -> dict:
         data = cfg.data
-        tokenizer = Tokenizer(data.level, lower=data.lower, strip_punctuation=data.strip_punctuation)
-        tokenizer.fit(splits.train.texts, max_size=data.max_vocab, min_count=data.min_count)
+        tokenizer = Tokenizer(data.level, lower=data.lower, strip_punctuation=data.strip_punctuation,
+                              subword_model=data.subword_model)
+        tokenizer.fit(splits.train.texts, max_size=data.vocab_size if data.level == "subword" else data.max_vocab,
+                      min_count=data.min_count)
         classes = data.classes or sorted_labels(splits.train.labels + splits.val.labels + splits.test.labels)
         counts = np.bincount(label_ids(splits.train, classes), minlength=len(classes))
         weights = (len(splits.train) / (len(classes) * np.maximum(counts, 1)) if data.balance_classes
@@ -153,6 +185,7 @@ class Sentiment(Task):
             "max_len": max(1, min(data.max_len, longest)),
             "class_weights": [round(float(w), 6) for w in weights],
             "majority_class": classes[int(np.argmax(counts))],
+            **warm_start.coverage(cfg, tokenizer.vocab),
         }
 
     def datasets(self, cfg: Config, prep: dict, splits: Splits) -> tuple[Any, Any]:
@@ -162,7 +195,10 @@ class Sentiment(Task):
 
     # -- model ------------------------------------------------------------------------
     def build_model(self, cfg: Config, prep: dict) -> Any:
-        return classifier(len(prep["tokenizer"]["vocab"]), len(prep["classes"]), cfg.model)
+        model = classifier(len(prep["tokenizer"]["vocab"]), len(prep["classes"]),
+                           warm_start.model_config(cfg.model, prep))
+        warm_start.apply(model, cfg, prep)  # pretrained_embeddings / init_from, if set
+        return model
 
     def objective(self, cfg: Config, prep: dict) -> Objective:
         import keras

@@ -9,7 +9,7 @@ seed is fed once, then one token per step while the recurrent state is carried a
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -34,7 +34,19 @@ from seqapp.tasks.base import (
     split_metrics,
 )
 from seqapp.tasks.textgen_model import language_model, step_model
-from seqapp.text import END_ID, PAD_ID, SPECIALS, START_ID, Tokenizer
+from seqapp.text import (
+    END_ID,
+    LEVELS,
+    PAD_ID,
+    SPECIALS,
+    START_ID,
+    SUBWORD_MODEL_HELP,
+    SUBWORD_MODELS,
+    SUBWORD_VOCAB_HELP,
+    SUBWORD_VOCAB_RANGE,
+    SUBWORD_VOCAB_SIZE,
+    Tokenizer,
+)
 
 DEFAULT_CORPUS = "corpus.txt"
 CHUNK = 64  # tokens sampled per compiled call (16 ran at half the steady-state speed at batch 1)
@@ -46,11 +58,13 @@ class TextGenDataConfig:
 
     path: str | None = setting(None, "UTF-8 text file to learn from; null: the bundled corpus")
     text: str | None = setting(None, "an inline corpus used instead of a file (tiny examples); null: read a file")
-    level: str = setting("char", "what a token is: one character, or one word or punctuation mark",
-                         choices=("char", "word"))
+    level: str = setting("char", "what a token is: one character, one word or punctuation mark, or a "
+                         "SentencePiece subword (see data.vocab_size)", choices=LEVELS)
     lower: bool = setting(False, "lowercase the corpus before tokenizing")
     max_vocab: int | None = setting(None, "most tokens in the vocabulary, the 4 special tokens included; "
-                                          "null: every token of the training text", min=5)
+                                          "null: every token of the training text (level char and word)", min=5)
+    vocab_size: int = setting(SUBWORD_VOCAB_SIZE, SUBWORD_VOCAB_HELP, **SUBWORD_VOCAB_RANGE)
+    subword_model: str = setting("unigram", SUBWORD_MODEL_HELP, choices=SUBWORD_MODELS)
     seq_len: int = setting(100, "tokens per training window", min=1)
     stride: int | None = setting(None, "tokens between the starts of consecutive windows; "
                                        "null: seq_len (windows side by side)", min=1)
@@ -66,7 +80,11 @@ class TextGen(Task):
     name: ClassVar[str] = "textgen"
     summary: ClassVar[str] = "language model over characters or words; generate text from a seed"
     DataConfig: ClassVar[type] = TextGenDataConfig
-    predict_options: ClassVar[tuple[PredictOption, ...]] = (RANDOM_SEED,)
+    predict_options: ClassVar[tuple[PredictOption, ...]] = (
+        RANDOM_SEED,
+        PredictOption("stop", str, "End each text right after the first place its generated part holds this text."),
+        PredictOption("no_repeat_ngram", int, "Never repeat an n-gram of N tokens within one output."),
+    )
     generates: ClassVar[bool] = True
     preprocessing_fields: ClassVar[dict] = {"tokenizer": TOKENIZER_FIELDS, "seq_len": COUNT,
                                             "unigram_counts": list_of(INTEGER), "default_seed?": TEXT}
@@ -102,7 +120,9 @@ class TextGen(Task):
         return split_by_position(text, data.val_fraction, data.test_fraction)
 
     def fit_preprocessing(self, cfg: Config, splits: Splits) -> dict:
-        tokenizer = Tokenizer(cfg.data.level, lower=cfg.data.lower).fit([splits.train], max_size=cfg.data.max_vocab)
+        data = cfg.data
+        tokenizer = Tokenizer(data.level, lower=data.lower, subword_model=data.subword_model).fit(
+            [splits.train], max_size=data.vocab_size if data.level == "subword" else data.max_vocab)
         train_ids = tokenizer.encode_array(splits.train)
         if len(train_ids) < 2:
             raise SeqappError("the training text has fewer than 2 tokens; give a longer corpus")
@@ -139,7 +159,7 @@ class TextGen(Task):
         """Loss, perplexity and bits per token on val and test, beside a unigram baseline."""
         tokenizer = Tokenizer.from_dict(run.preprocessing["tokenizer"])
         seq_len = run.preprocessing["seq_len"]
-        unit = "bits_per_char" if tokenizer.level == "char" else "bits_per_word"
+        unit = {"char": "bits_per_char", "word": "bits_per_word"}.get(tokenizer.level, "bits_per_token")
         unigram = unigram_log_probs(run.preprocessing["unigram_counts"])
         metrics: dict[str, Any] = {}
         baseline: dict[str, Any] = {}
@@ -167,6 +187,11 @@ class TextGen(Task):
         return f"{split} loss {figure(metrics[split]['loss'], '.3f')}{base_text}"
 
     # -- generation -------------------------------------------------------------------
+    def check_inputs(self, inputs: list[str], stop: str | None = None, no_repeat_ngram: int | None = None,
+                     **opts: Any) -> None:
+        sampling.check_stops([stop] if isinstance(stop, str) else stop)
+        sampling.check_no_repeat_ngram(no_repeat_ngram)
+
     def predict(self, run: Any, inputs: list[str], **opts: Any) -> Iterator[str]:
         """``seqapp predict`` on a textgen run: each input is a seed to continue."""
         for seed in inputs or [""]:
@@ -235,7 +260,7 @@ def default_seed(tokenizer: Tokenizer, counts: np.ndarray) -> str:
     them, else its most frequent token."""
     if "\n" in tokenizer.index:
         return "\n"
-    return tokenizer.vocab[len(SPECIALS) + int(np.argmax(counts[len(SPECIALS):]))]
+    return tokenizer.decode([len(SPECIALS) + int(np.argmax(counts[len(SPECIALS):]))])
 
 
 def loss_figures(loss: float, unit: str) -> dict:
@@ -293,16 +318,19 @@ def generate_tokens(
     random_seed: int | None = None,
     step: sampling.StepFunction | None = None,
     engine: str = "tf",
-) -> Iterator[list[str]]:
+    no_repeat_ngram: int | None = None,
+) -> Iterator[list[str | None]]:
     """Yield ``length`` steps of new tokens (a list with one token per sample).
 
     The seed is encoded (unknown tokens become ``<unk>``, with a warning), fed through the
     network once, and then each sampled token is fed back alone while the state is
     carried; the whole window is never re-run. Tokens are sampled ``CHUNK`` at a time in
-    one compiled call and yielded one step at a time.
+    one compiled call and yielded one step at a time; with ``no_repeat_ngram``, one at a
+    time (see :func:`tokens_without_repeats`, where a sample may end early: None).
     """
     sampling.check_options(temperature, top_k, top_p)
     sampling.check_counts(length, num_samples)
+    sampling.check_no_repeat_ngram(no_repeat_ngram)
     tokenizer = Tokenizer.from_dict(run.preprocessing["tokenizer"])
     seed = seed or run.preprocessing.get("default_seed", "\n")
     unknown = tokenizer.unknown_tokens(seed)
@@ -317,24 +345,76 @@ def generate_tokens(
     step = step or step_function(run, engine)
     tokens = np.tile(np.asarray(seed_ids, np.int32), (num_samples, 1))
     logits, states = step(tokens, step.zero_states(num_samples))
+    if no_repeat_ngram:
+        sampler = step.sampler(1, temperature, top_k, top_p, banned=tokenizer.never_generated())
+        yield from tokens_without_repeats(sampler, logits, states, length, random_seed, no_repeat_ngram, tokenizer)
+        return
     chunk = max(1, min(CHUNK, length))
-    sampler = step.sampler(chunk, temperature, top_k, top_p, banned=range(len(SPECIALS)))
+    sampler = step.sampler(chunk, temperature, top_k, top_p, banned=tokenizer.never_generated())
     for start in range(0, length, chunk):
         ids, logits, states = sampler(logits, states, np.int64(random_seed), np.int64(start))
         for row in np.asarray(ids)[: length - start]:
             yield [tokenizer.vocab[i] for i in row]
 
 
-def generate_pieces(run: Any, seed: str, **opts: Any) -> Iterator[list[str]]:
-    """Stream text: first the seed as given, then per step the text each sample adds."""
+def tokens_without_repeats(sampler: Any, logits: Any, states: Any, length: int, random_seed: int, size: int,
+                           tokenizer: Tokenizer) -> Iterator[list[str | None]]:
+    """``length`` steps of new tokens drawn one compiled call at a time, each after the logits of
+    the tokens that would repeat an n-gram of ``size`` generated tokens (seed excluded) are set to
+    -inf. Step ``i`` draws with ``(random_seed, i)``. A sample left with no token to draw ends:
+    None from then on (all ended: the stream ends)."""
+    samples = len(np.asarray(logits))
+    produced = np.zeros((samples, 0), np.int32)
+    ended = np.zeros(samples, bool)
+    for position in range(length):
+        logits = np.array(logits, np.float32)
+        mask = sampling.repeated_ngram_mask(produced, size, logits.shape[-1])
+        mask[:, :len(SPECIALS)] = True
+        ended |= mask.all(axis=-1)
+        if ended.all():
+            return
+        logits[mask & ~ended[:, None]] = -np.inf
+        ids, logits, states = sampler(logits, states, np.int64(random_seed), np.int64(position))
+        ids = np.asarray(ids)[0]
+        produced = np.concatenate([produced, ids[:, None].astype(np.int32)], axis=1)
+        yield [None if end else tokenizer.vocab[i] for i, end in zip(ids, ended)]
+
+
+def generate_pieces(run: Any, seed: str, stop: str | Sequence[str] | None = None, **opts: Any) -> Iterator[list[str]]:
+    """Stream text: first the seed as given, then per step the text each sample adds. With
+    ``stop`` (a text or several), a sample ends right after the first place its generated text
+    (seed excluded) holds one of them; the stream ends when every sample has."""
     tokenizer = Tokenizer.from_dict(run.preprocessing["tokenizer"])
     seed_text = seed or run.preprocessing.get("default_seed", "\n")
     num_samples = opts.get("num_samples", 1)
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    sampling.check_stops(stops)
     yield [seed_text] * num_samples
     previous = (tokenizer.split(seed_text)[-1:] or [None]) * num_samples
+    generated, stopped = [""] * num_samples, [False] * num_samples
     for step_tokens in generate_tokens(run, seed, **opts):
-        yield [tokenizer.piece(prev, token) for prev, token in zip(previous, step_tokens)]
-        previous = step_tokens
+        pieces = ["" if token is None or done else tokenizer.piece(prev, token)
+                  for prev, token, done in zip(previous, step_tokens, stopped)]
+        if stops:
+            for i, piece in enumerate(pieces):
+                if piece:
+                    pieces[i], stopped[i] = cut_at_stop(generated[i], piece, stops)
+                    generated[i] += pieces[i]
+        yield pieces
+        previous = [prev if token is None else token for prev, token in zip(previous, step_tokens)]
+        if stops and all(stopped):
+            return
+
+
+def cut_at_stop(before: str, piece: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """``piece`` up to the end of the first stop text that ``before + piece`` holds (``before``
+    holds none), and whether one was found."""
+    text = before + piece
+    ends = [found + len(stop) for stop in stops
+            if (found := text.find(stop, max(0, len(before) - len(stop) + 1))) >= 0]
+    if not ends:
+        return piece, False
+    return text[len(before):min(ends)], True
 
 
 def generate_texts(run: Any, seed: str, **opts: Any) -> list[str]:

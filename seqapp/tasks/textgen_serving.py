@@ -49,7 +49,8 @@ class TextGenServing(Serving):
     def notes(self) -> list[str]:
         return ["Tokens the vocabulary lacks read as `<unk>`; a seed without tokens is an error. The text equals "
                 "`seqapp generate --engine tf` with the same seed, length, temperature and random seed "
-                "(top-k and top-p are not part of this signature)."]
+                "(top-k, top-p, `--stop` and `--no-repeat-ngram` are not part of this signature: cut the text "
+                "at a stop text yourself, or use `seqapp generate` or `seqapp serve` for those)."]
 
     def step_model(self) -> Any:
         """The single-step model, sharing the run's trained weights."""

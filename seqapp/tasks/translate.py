@@ -11,6 +11,7 @@ search, see ``translate_decoding``); evaluation scores BLEU and chrF with sacreb
 from __future__ import annotations
 
 import json as json_module
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from seqapp import datafiles, litert
+from seqapp import datafiles, litert, sampling
 from seqapp.config import Config, ModelConfig, setting
 from seqapp.errors import SeqappError
 from seqapp.files import COUNT, INTEGER, TEXT, list_of
@@ -38,7 +39,7 @@ from seqapp.tasks.base import (
     format_nested,
     log,
 )
-from seqapp.tasks.translate_decoding import Hypothesis, KerasTranslator, LiteRTTranslator, Translator
+from seqapp.tasks.translate_decoding import Decoding, Hypothesis, KerasTranslator, LiteRTTranslator, Translator
 from seqapp.tasks.translate_model import (
     LITERT_ENCODER,
     LITERT_STEP,
@@ -50,9 +51,20 @@ from seqapp.tasks.translate_model import (
     training_model,
     vocab_sizes,
 )
-from seqapp.text import PAD_ID, WORD_PATTERN, Tokenizer, pad
+from seqapp.text import (
+    PAD_ID,
+    SUBWORD_MODEL_HELP,
+    SUBWORD_MODELS,
+    SUBWORD_VOCAB_HELP,
+    SUBWORD_VOCAB_RANGE,
+    SUBWORD_VOCAB_SIZE,
+    WORD_PATTERN,
+    Tokenizer,
+    pad,
+)
 
 DEFAULT_PAIRS = "pairs.tsv"
+LENGTH_PENALTY_RANGE = (0.0, 5.0)  # model.length_penalty's range, and --length-penalty's
 EXAMPLES = 5
 # The punctuation spacing learned from the targets (spacing_rules): tokens written with or without a space.
 SPACING_RULES = ("after_no_space", "before_no_space", "after_space", "before_space")
@@ -66,12 +78,18 @@ class TranslateDataConfig:
     """Where the sentence pairs come from, how they are split, limited and tokenized."""
 
     path: str | None = setting(None, "TSV file, source<TAB>target per line (--data); null: the bundled pairs")
-    level: str = setting("word", "tokens: words and punctuation marks, or characters", choices=("word", "char"))
+    level: str = setting("word", "tokens: words and punctuation marks, characters, or SentencePiece subwords "
+                         "(one vocabulary per language, see data.vocab_size)", choices=("word", "char", "subword"))
     lower_source: bool = setting(True, "lower-case the source; the target keeps its case (BLEU is case-sensitive)")
-    max_len: int = setting(20, "pairs with more tokens on either side are skipped; decoding stops here", min=1)
+    max_len: int = setting(20, "pairs with more tokens on either side are skipped; decoding stops here (level "
+                           "subword: words are counted, and decoding stops after as many subwords as the "
+                           "longest training sentence has)", min=1)
     max_pairs: int | None = setting(None, "use at most this many pairs (whole source groups, after the "
                                     "shuffle); null: all", min=1)
-    max_vocab: int | None = setting(None, "vocabulary size per language, specials included; null: all", min=5)
+    max_vocab: int | None = setting(None, "vocabulary size per language, specials included; null: all "
+                                    "(level char and word)", min=5)
+    vocab_size: int = setting(SUBWORD_VOCAB_SIZE, SUBWORD_VOCAB_HELP + "; per language", **SUBWORD_VOCAB_RANGE)
+    subword_model: str = setting("unigram", SUBWORD_MODEL_HELP, choices=SUBWORD_MODELS)
     val_fraction: float = setting(0.1, "share of distinct source sentences held out for validation",
                                   min=0.0, max=0.5, high_open=True)
     test_fraction: float = setting(0.1, "share of distinct source sentences held out for the test",
@@ -88,7 +106,7 @@ class TranslateModelConfig(ModelConfig):
                                choices=("dot", "general"))
     beam: int = setting(5, "beam width that evaluate reports beside greedy decoding", min=1)
     length_penalty: float = setting(1.0, "beam search ranks by log-probability / length ** this; 0: none",
-                                    min=0.0, max=5.0)
+                                    min=LENGTH_PENALTY_RANGE[0], max=LENGTH_PENALTY_RANGE[1])
 
 
 class Translate(Task):
@@ -102,6 +120,15 @@ class Translate(Task):
         PredictOption("beam", int, "Beam width for decoding (1 = greedy, the default)."),
         PredictOption("attention_plot", Path, "Write the first input's attention heat map to this PNG."),
         JSON_OUTPUT,
+        PredictOption("n_best", int, "Print the N best translations of each input, best first, with their scores "
+                                     "(beam search at least N wide; --json: a ranked 'hypotheses' list)."),
+        PredictOption("length_penalty", float, "Rank beam hypotheses by log-probability / length ** A, from 0 (none) "
+                                               "to 5 (default: the run's model.length_penalty)."),
+        PredictOption("max_len", int, "Stop each translation after at most N tokens (default and most: the "
+                                      "run's data.max_len)."),
+        PredictOption("no_repeat_ngram", int, "Never repeat an n-gram of N tokens within one output."),
+        PredictOption("replace_unk", bool, "Let <unk> be produced and replace it by the source token with the "
+                                           "highest attention weight (attention runs only)."),
     )
     preprocessing_fields: ClassVar[dict] = {
         "source_tokenizer": TOKENIZER_FIELDS, "target_tokenizer": TOKENIZER_FIELDS, "max_len": COUNT,
@@ -131,13 +158,21 @@ class Translate(Task):
     def fit_preprocessing(self, cfg: Config, splits: Splits) -> dict:
         sources = [source for source, _ in splits.train]
         targets = [target for _, references in splits.train for target in references]
-        source_tokenizer = Tokenizer(cfg.data.level, lower=cfg.data.lower_source).fit(sources, cfg.data.max_vocab)
-        target_tokenizer = Tokenizer(cfg.data.level).fit(targets, cfg.data.max_vocab)
+        data = cfg.data
+        size = data.vocab_size if data.level == "subword" else data.max_vocab
+        source_tokenizer = Tokenizer(data.level, lower=data.lower_source, subword_model=data.subword_model)
+        source_tokenizer.fit(sources, size, name="source subword vocabulary")
+        target_tokenizer = Tokenizer(data.level, subword_model=data.subword_model).fit(
+            targets, size, name="target subword vocabulary")
+        max_len = data.max_len
+        if data.level == "subword":  # data.max_len counted words; the model reads and writes subwords
+            max_len = max([max_len] + [len(source_tokenizer.split(text)) for text in sources]
+                          + [len(target_tokenizer.split(text)) for text in targets])
         return {
             "source_tokenizer": source_tokenizer.to_dict(),
             "target_tokenizer": target_tokenizer.to_dict(),
             "target_spacing": spacing_rules(targets, target_tokenizer),
-            "max_len": cfg.data.max_len,
+            "max_len": max_len,
         }
 
     def datasets(self, cfg: Config, prep: dict, splits: Splits) -> tuple[Any, Any]:
@@ -233,36 +268,67 @@ class Translate(Task):
         return lines
 
     # -- prediction -------------------------------------------------------------------
-    def check_inputs(self, inputs: list[str], beam: int | None = None, **opts: Any) -> None:
+    def check_inputs(self, inputs: list[str], beam: int | None = None, n_best: int | None = None,
+                     length_penalty: float | None = None, max_len: int | None = None,
+                     no_repeat_ngram: int | None = None, **opts: Any) -> None:
         if not inputs:
             raise SeqappError('nothing to translate; give sentences, e.g. seqapp predict "I am cold."')
         if beam is not None and beam < 1:
             raise SeqappError(f"--beam {beam} must be at least 1 (1 is greedy decoding)")
+        check_decoding(beam, n_best, length_penalty, max_len, no_repeat_ngram)
+
+    def check_run_options(self, run: Any, max_len: int | None = None, replace_unk: bool | None = None,
+                          attention_plot: Path | None = None, **opts: Any) -> None:
+        """``--max-len`` within the run's ``max_len``; ``--replace-unk`` and ``--attention-plot``
+        need attention (read from the run's files: no TensorFlow)."""
+        if max_len is not None and max_len > run.preprocessing["max_len"]:
+            raise SeqappError(f"--max-len {max_len} is more than this run's max_len of {run.preprocessing['max_len']} "
+                              "tokens (the longest translation it was trained on); give at most that")
+        for flag, given in (("--replace-unk", replace_unk), ("--attention-plot", attention_plot)):
+            if given and not memory_count(run.config.model):
+                raise SeqappError(f"{flag} needs a run trained with attention; "
+                                  "train with --set model.attention=luong or bahdanau")
 
     def predict(self, run: Any, inputs: list[str], beam: int | None = None, attention_plot: Path | None = None,
-                json: bool | None = None, engine: str = "tf") -> list[str]:
-        """One translation per input sentence (a JSON object per line with ``--json``); the
-        ``litert`` engine gives the same output, attention plot included, without TensorFlow."""
-        self.check_inputs(inputs, beam=beam)
-        width = 1 if beam is None else beam
+                json: bool | None = None, engine: str = "tf", n_best: int | None = None,
+                length_penalty: float | None = None, max_len: int | None = None, no_repeat_ngram: int | None = None,
+                replace_unk: bool | None = None) -> list[str]:
+        """One translation per input sentence (a JSON object per line with ``--json``), or with
+        ``n_best`` above 1 that many ranked lines (``score<TAB>text``; in JSON a ``hypotheses``
+        list); the ``litert`` engine gives the same output, attention plot included, without TensorFlow."""
+        self.check_inputs(inputs, beam=beam, n_best=n_best, length_penalty=length_penalty, max_len=max_len,
+                          no_repeat_ngram=no_repeat_ngram)
+        self.check_run_options(run, max_len=max_len, replace_unk=replace_unk, attention_plot=attention_plot)
+        n_best = n_best or 1
+        width = n_best if beam is None else beam
+        decoding = Decoding(beam=width, n_best=n_best, length_penalty=length_penalty, max_len=max_len,
+                            no_repeat_ngram=no_repeat_ngram, replace_unk=bool(replace_unk))
         translator = self.translator(run, engine)
-        if attention_plot is not None and not translator.has_attention:
-            raise SeqappError("--attention-plot needs a run trained with attention; "
-                              "train with --set model.attention=luong or bahdanau")
         token_lists = [translator.source_tokenizer.split(text) for text in inputs]
         warn_unknown(translator.source_tokenizer, [tokens[:translator.max_len] for tokens in token_lists])
         notes = cut_notes([len(tokens) for tokens in token_lists], translator.max_len, "translated",
                           "; give one sentence per input")
-        found = translator.decode_ids(inputs, beam=width)
+        ranked = translator.decode_ranked(inputs, decoding)
+        found = [hypotheses[0] for hypotheses in ranked]
         if attention_plot is not None:
             plot_attention(translator, inputs[0], found[0], Path(attention_plot))
             log.info(f"wrote attention plot of {inputs[0]!r} to {attention_plot}")
-        texts = [translator.text(hyp) for hyp in found]
+        copy_from = inputs if decoding.replace_unk else [None] * len(inputs)
+        texts = [[translator.text(hyp, source) for hyp in hypotheses] for hypotheses, source in zip(ranked, copy_from)]
         if not json:
-            return texts
-        return [json_module.dumps({"source": source, "translation": text, "log_prob": round(hyp.log_prob, 4),
-                                   "beam": width, **({"warning": note} if note else {})}, ensure_ascii=False)
-                for source, text, hyp, note in zip(inputs, texts, found, notes)]
+            if n_best == 1:
+                return [options[0] for options in texts]
+            return [f"{hyp.score:.4f}\t{text}" for hypotheses, options in zip(ranked, texts)
+                    for hyp, text in zip(hypotheses, options)]
+        lines = []
+        for source, hypotheses, options, note in zip(inputs, ranked, texts, notes):
+            record = {"source": source, "translation": options[0], "log_prob": round(hypotheses[0].log_prob, 4),
+                      "beam": width}
+            if n_best > 1:
+                record["hypotheses"] = [{"text": text, "score": round(hyp.score, 4), "log_prob": round(hyp.log_prob, 4)}
+                                        for hyp, text in zip(hypotheses, options)]
+            lines.append(json_module.dumps({**record, **({"warning": note} if note else {})}, ensure_ascii=False))
+        return lines
 
     def plots(self, run: Any, splits: Splits, folder: Any) -> None:
         """The attention heat map of the first held-out sentence (attention models only)."""
@@ -272,6 +338,25 @@ class Translate(Task):
         _, groups = held_out(splits)
         source = groups[0][0]
         plot_attention(translator, source, translator.decode_ids([source])[0], Path(folder) / "attention.png")
+
+
+def check_decoding(beam: int | None, n_best: int | None, length_penalty: float | None, max_len: int | None,
+                   no_repeat_ngram: int | None) -> None:
+    """Refuse decoding options that cannot work, whatever the run (cheap: before TensorFlow starts)."""
+    if n_best is not None and n_best < 1:
+        raise SeqappError(f"--n-best {n_best} must be at least 1; give the number of translations per input, "
+                          "e.g. --n-best 5")
+    if n_best is not None and beam is not None and beam < n_best:
+        raise SeqappError(f"--n-best {n_best} needs a beam at least as wide; give --beam {n_best} or more, "
+                          "or leave --beam out (it is then N)")
+    low, high = LENGTH_PENALTY_RANGE
+    if length_penalty is not None and not (math.isfinite(length_penalty) and low <= length_penalty <= high):
+        raise SeqappError(f"--length-penalty {length_penalty} must be from {low:g} (no length normalisation) to "
+                          f"{high:g}; 1 divides the log-probability by the length")
+    if max_len is not None and max_len < 1:
+        raise SeqappError(f"--max-len {max_len} must be at least 1; give the most tokens per translation, "
+                          "e.g. --max-len 10")
+    sampling.check_no_repeat_ngram(no_repeat_ngram)
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -289,7 +374,9 @@ def read_pairs(path: str | Path) -> list[tuple[str, str]]:
 
 
 def keep_short(pairs: list[tuple[str, str]], level: str, lower_source: bool, max_len: int) -> list[tuple[str, str]]:
-    """The pairs whose source and target both have at most ``max_len`` tokens."""
+    """The pairs whose source and target both have at most ``max_len`` tokens (words at level subword:
+    its vocabulary is trained later, on the training split)."""
+    level = "word" if level == "subword" else level
     source_tokens, target_tokens = Tokenizer(level, lower=lower_source), Tokenizer(level)
     kept = [(source, target) for source, target in pairs
             if len(source_tokens.split(source)) <= max_len and len(target_tokens.split(target)) <= max_len]

@@ -13,18 +13,34 @@ model in the tests.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from seqapp.text import END_ID, OOV_ID, PAD_ID, START_ID, Tokenizer, pad
+from seqapp.sampling import repeated_ngram_mask
+from seqapp.text import END_ID, OOV_ID, PAD_ID, SPECIALS, START_ID, Tokenizer, pad
 
 # Never produced: padding, the start token, and <unk> (which would print as nothing useful).
 BANNED_IDS = (PAD_ID, OOV_ID, START_ID)
+# With --replace-unk, <unk> may be produced: it is then replaced by a source token.
+BANNED_WITH_UNK = (PAD_ID, START_ID)
 
 StepCallable = Callable[[np.ndarray, list, list], tuple[np.ndarray, list, Any]]
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How ``seqapp predict`` asks a translation to be searched; None: the run's own setting."""
+
+    beam: int = 1  # beam width (1: greedy search)
+    n_best: int = 1  # hypotheses returned per sentence, best first (at most ``beam``)
+    length_penalty: float | None = None  # None: the run's model.length_penalty
+    max_len: int | None = None  # output tokens at most; None: the run's max_len
+    no_repeat_ngram: int | None = None  # no n-gram of this many tokens twice in one output
+    replace_unk: bool = False  # <unk> may be produced; its text is the most attended source token
 
 
 @dataclass
@@ -55,9 +71,19 @@ def trim(ids: Sequence[int]) -> list[int]:
     return ids[: ids.index(END_ID) + 1] if END_ID in ids else [i for i in ids if i != PAD_ID]
 
 
+def mask_repeats(log_probs: np.ndarray, produced: np.ndarray, no_repeat_ngram: int | None) -> None:
+    """Set to -inf, in place, the log-probabilities (``[rows, vocab]``) of the tokens that would
+    repeat an n-gram of ``no_repeat_ngram`` tokens in their row of ``produced`` (``[rows, steps]``).
+    ``</s>`` is never among them (no output holds it before its end), so every row keeps a choice."""
+    if no_repeat_ngram:
+        log_probs[repeated_ngram_mask(produced, no_repeat_ngram, log_probs.shape[-1])] = -np.inf
+
+
 def greedy_search(step: StepCallable, context: list, states: list, max_len: int,
-                  length_penalty: float = 1.0) -> list[Hypothesis]:
-    """The most likely next token at every step, for all sentences of the batch at once."""
+                  length_penalty: float = 1.0, *, no_repeat_ngram: int | None = None,
+                  banned: Sequence[int] = BANNED_IDS) -> list[Hypothesis]:
+    """The most likely next token at every step, for all sentences of the batch at once
+    (never one of ``banned``, nor one repeating an n-gram of ``no_repeat_ngram`` tokens)."""
     batch = len(states[0]) if states else len(context[0])
     tokens = np.full(batch, START_ID, np.int32)
     finished = np.zeros(batch, bool)
@@ -66,7 +92,9 @@ def greedy_search(step: StepCallable, context: list, states: list, max_len: int,
     for _ in range(max_len):
         log_probs, states, attention = step(tokens[:, None], context, states)
         log_probs = np.array(log_probs, np.float64)
-        log_probs[:, BANNED_IDS] = -np.inf
+        log_probs[:, list(banned)] = -np.inf
+        if produced:
+            mask_repeats(log_probs, np.stack(produced, axis=1), no_repeat_ngram)
         tokens = log_probs.argmax(axis=-1).astype(np.int32)
         tokens[finished] = PAD_ID
         log_prob += np.where(finished, 0.0, log_probs[np.arange(batch), tokens])
@@ -91,13 +119,24 @@ def make_hypothesis(ids: np.ndarray, log_prob: float, length_penalty: float,
 
 
 def beam_search(step: StepCallable, context: list, states: list, max_len: int, beam: int,
-                length_penalty: float = 1.0) -> list[Hypothesis]:
-    """Beam search over all sentences of the batch at once; the best hypothesis of each.
+                length_penalty: float = 1.0, **options: Any) -> list[Hypothesis]:
+    """Beam search over all sentences of the batch at once; the best hypothesis of each
+    (``options``: those of :func:`beam_search_ranked`)."""
+    return [ranked[0] for ranked in beam_search_ranked(step, context, states, max_len, beam, length_penalty,
+                                                       **options)]
+
+
+def beam_search_ranked(step: StepCallable, context: list, states: list, max_len: int, beam: int,
+                       length_penalty: float = 1.0, *, n_best: int = 1, no_repeat_ngram: int | None = None,
+                       banned: Sequence[int] = BANNED_IDS) -> list[list[Hypothesis]]:
+    """Beam search over all sentences of the batch at once; the ``n_best`` best hypotheses of
+    each (at most ``beam``), best first.
 
     Each sentence keeps ``beam`` hypotheses. At every step each one is extended by every
     token, and the ``beam`` best candidates by length-normalised log-probability survive
     (a finished hypothesis competes unchanged). The search stops when every kept
-    hypothesis has produced END, or after ``max_len`` tokens.
+    hypothesis has produced END, or after ``max_len`` tokens. No hypothesis holds a token of
+    ``banned``, nor an n-gram of ``no_repeat_ngram`` tokens twice.
     """
     batch = len(context[0]) if context else len(states[0])
     rows = batch * beam
@@ -114,7 +153,8 @@ def beam_search(step: StepCallable, context: list, states: list, max_len: int, b
         step_log_probs, new_states, attention = step(tokens[:, None], context, states)
         step_log_probs = np.array(step_log_probs, np.float64).reshape(batch, beam, -1)
         vocab = step_log_probs.shape[-1]
-        step_log_probs[..., BANNED_IDS] = -np.inf
+        step_log_probs[..., list(banned)] = -np.inf
+        mask_repeats(step_log_probs.reshape(rows, vocab), history.reshape(rows, -1), no_repeat_ngram)
         step_log_probs[finished] = -np.inf
         step_log_probs[finished, PAD_ID] = 0.0  # a finished hypothesis continues with padding only
         candidates = log_prob[..., None] + step_log_probs
@@ -136,31 +176,45 @@ def beam_search(step: StepCallable, context: list, states: list, max_len: int, b
         tokens = tokens_2d.ravel()
         if finished.all():
             break
-    return pick_best(history, log_prob, length, length_penalty, attention_history)
+    return ranked_hypotheses(history, log_prob, length, length_penalty, attention_history, n_best)
 
 
-def pick_best(history: np.ndarray, log_prob: np.ndarray, length: np.ndarray, length_penalty: float,
-              attention_history: np.ndarray | None) -> list[Hypothesis]:
-    """The hypothesis with the best length-normalised score, for each sentence."""
+def ranked_hypotheses(history: np.ndarray, log_prob: np.ndarray, length: np.ndarray, length_penalty: float,
+                      attention_history: np.ndarray | None, n_best: int = 1) -> list[list[Hypothesis]]:
+    """For each sentence, its ``n_best`` hypotheses by length-normalised score, best first (the
+    first as ``argmax`` picks it); a hypothesis that could not be completed (score -inf, when
+    fewer candidates than the beam exist) is left out, unless it is the only one."""
     batch, beam = log_prob.shape
     scores = normalised(log_prob, length, length_penalty)
-    best = scores.argmax(axis=-1)
+    order = np.argsort(-scores, axis=-1, kind="stable")
     found = []
-    for b, k in enumerate(best):
-        ids = trim(history[b, k])
-        attention = None
-        if attention_history is not None:
-            attention = attention_history[b * beam + k, : len(ids)]
-        found.append(Hypothesis(ids, float(log_prob[b, k]), float(scores[b, k]), attention))
+    for b in range(batch):
+        ranked = []
+        for k in order[b, :n_best]:
+            if ranked and not np.isfinite(scores[b, k]):
+                break
+            ids = trim(history[b, k])
+            attention = None
+            if attention_history is not None:
+                attention = attention_history[b * beam + k, : len(ids)]
+            ranked.append(Hypothesis(ids, float(log_prob[b, k]), float(scores[b, k]), attention))
+        found.append(ranked)
     return found
 
 
 def search(step: StepCallable, context: list, states: list, max_len: int, beam: int = 1,
-           length_penalty: float = 1.0) -> list[Hypothesis]:
-    """Greedy search for ``beam == 1``, beam search otherwise."""
+           length_penalty: float = 1.0, **options: Any) -> list[Hypothesis]:
+    """Greedy search for ``beam == 1``, beam search otherwise (``options``: ``no_repeat_ngram``, ``banned``)."""
+    return [ranked[0] for ranked in ranked_search(step, context, states, max_len, beam, length_penalty, **options)]
+
+
+def ranked_search(step: StepCallable, context: list, states: list, max_len: int, beam: int = 1,
+                  length_penalty: float = 1.0, *, n_best: int = 1, **options: Any) -> list[list[Hypothesis]]:
+    """The ``n_best`` best hypotheses of each sentence, best first: greedy search's one for
+    ``beam == 1``, else beam search's (``options``: ``no_repeat_ngram``, ``banned``)."""
     if beam == 1:
-        return greedy_search(step, context, states, max_len, length_penalty)
-    return beam_search(step, context, states, max_len, beam, length_penalty)
+        return [[found] for found in greedy_search(step, context, states, max_len, length_penalty, **options)]
+    return beam_search_ranked(step, context, states, max_len, beam, length_penalty, n_best=n_best, **options)
 
 
 class Translator:
@@ -217,15 +271,53 @@ class Translator:
 
     def decode_ids(self, sources: Sequence[str], beam: int = 1, batch_size: int = 256) -> list[Hypothesis]:
         """Best hypothesis per source sentence, decoding ``batch_size`` sentences at a time."""
-        found: list[Hypothesis] = []
+        return [ranked[0] for ranked in self.decode_ranked(sources, Decoding(beam=beam), batch_size)]
+
+    def decode_ranked(self, sources: Sequence[str], decoding: Decoding,
+                      batch_size: int = 256) -> list[list[Hypothesis]]:
+        """The ``decoding.n_best`` best hypotheses per source sentence, best first, searched as
+        ``decoding`` says (the run's length penalty and max_len where it says None)."""
+        max_len = min(decoding.max_len or self.max_len, self.max_len)
+        length_penalty = self.length_penalty if decoding.length_penalty is None else decoding.length_penalty
+        banned = BANNED_WITH_UNK if decoding.replace_unk else BANNED_IDS
+        # subword targets: SentencePiece's byte pieces too (one byte of a character is no text)
+        banned = (*banned, *(i for i in self.target_tokenizer.never_generated() if i >= len(SPECIALS)))
+        found: list[list[Hypothesis]] = []
         for start in range(0, len(sources), batch_size):
             context, states = self.encode(self.source_ids(sources[start:start + batch_size]))
-            found.extend(search(self.step, context, states, self.max_len, beam, self.length_penalty))
+            found.extend(ranked_search(self.step, context, states, max_len, decoding.beam, length_penalty,
+                                       n_best=decoding.n_best, no_repeat_ngram=decoding.no_repeat_ngram,
+                                       banned=banned))
         return found
 
-    def text(self, hypothesis: Hypothesis) -> str:
-        """The detokenized text of a hypothesis (special tokens dropped)."""
-        return self.detokenize(self.target_tokenizer.tokens(hypothesis.ids))
+    def text(self, hypothesis: Hypothesis, source: str | None = None) -> str:
+        """The detokenized text of a hypothesis (special tokens dropped); with the ``source`` it
+        was translated from, each ``<unk>`` becomes the source token it attended to most."""
+        if source is None or OOV_ID not in hypothesis.ids or hypothesis.attention is None:
+            return self.detokenize(self.target_tokenizer.tokens(hypothesis.ids))
+        source_tokens = self.source_tokens(source)
+        tokens = []
+        for position, token_id in enumerate(hypothesis.ids):
+            if token_id == END_ID:
+                break
+            if token_id == OOV_ID and source_tokens:
+                weights = np.asarray(hypothesis.attention[position])[: len(source_tokens)]
+                tokens.append(source_tokens[int(np.argmax(weights))])
+            else:
+                tokens.extend(self.target_tokenizer.tokens([token_id]))
+        return self.detokenize(tokens)
+
+    def source_tokens(self, source: str) -> list[str]:
+        """The tokens of ``source`` at the encoder's positions (its first ``max_len``), in the case
+        the user wrote them when the source tokenizer lower-cases and the count stays the same."""
+        tokens = self.source_tokenizer.split(source)[: self.max_len]
+        if getattr(self.source_tokenizer, "lower", False):
+            as_written = copy.copy(self.source_tokenizer)
+            as_written.lower = False
+            written = as_written.split(source)[: self.max_len]
+            if len(written) == len(tokens):
+                return written
+        return tokens
 
     def translate(self, sources: Sequence[str], beam: int = 1, batch_size: int = 256) -> list[str]:
         """Detokenized translations of ``sources``."""

@@ -56,7 +56,9 @@ class TranslateServing(Serving):
         return [f"Greedy decoding, at most {max_len} tokens per translation (the training max_len); a source "
                 f"is read as its first {max_len} tokens, and source words the vocabulary lacks as `<unk>`. "
                 "Translations equal `seqapp predict`'s (beam 1, the default); beam search is not part of this "
-                "signature."]
+                "signature, nor are `seqapp predict`'s other decoding options (`--n-best`, `--length-penalty`, "
+                "`--max-len`, `--no-repeat-ngram`, `--replace-unk`): use `seqapp predict` or `seqapp serve` for "
+                "those."]
 
     def models(self) -> tuple[Any, Any]:
         """The encoder and the one-step decoder, sharing the run's trained weights, on portable kernels."""
