@@ -1,3 +1,3 @@
 """seqapp: train and use recurrent neural networks on sequence data."""
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
