@@ -1,6 +1,6 @@
 """Shared fixtures and the test markers.
 
-The default run (``python -m pytest -q``) is the fast suite. Two markers keep the rest out of
+The default run (``python -m pytest -q -n 2``, two tests at a time) is the fast suite. Two markers keep the rest out of
 it, each run by ``.ci/run`` as a step of its own:
 
 - ``process``: tests that start processes, servers or several workers, or kill trainings
