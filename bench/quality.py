@@ -139,7 +139,8 @@ def measure(tasks: list[str], seeds: int, log: Callable[[str], None] = print) ->
             notes.append(f"quality.{task}: {data_path(*parts)} not found")
             continue
         start = time.perf_counter()
-        figures[task] = {**function(seeds), "measured_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        figures[task] = {**function(seeds), "measured_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                         "load_average": round(os.getloadavg()[0], 2)}  # textgen's figure is per training time
         log(f"{task}: {json.dumps(figures[task])} ({time.perf_counter() - start:.0f} s)")
     return figures, notes
 
@@ -152,7 +153,8 @@ def markdown(figures: dict) -> str:
             continue
         value = f"{f['value']}" + (f" ± {f['std']}" if f.get("std") is not None else "")
         beside = {key: value for key, value in f.items()
-                  if key not in ("metric", "value", "std", "data", "seeds", "train_seconds", "measured_utc")}
+                  if key not in ("metric", "value", "std", "data", "seeds", "train_seconds", "measured_utc",
+                                "load_average", "note")}
         rows.append(f"| {task} | {f['data']} | {f['metric']} | {value} | "
                     f"{', '.join(f'{k} {v}' for k, v in beside.items())} |")
     return "\n".join(rows)
