@@ -25,7 +25,6 @@ from seqapp.files import COUNT, NUMBER, TEXT, list_of
 from seqapp.layers import apply_stack, output_head, recurrent_stack
 from seqapp.metrics import class_table, classification_metrics, confusion_table
 from seqapp.plots import plot_confusion
-from seqapp.tasks import warm_start
 from seqapp.tasks.base import (
     JSON_OUTPUT,
     METRIC,
@@ -40,6 +39,14 @@ from seqapp.tasks.base import (
     held_out,
     main_split,
     split_metrics,
+)
+from seqapp.tasks.warm_start import (
+    PRETRAINED_FIELDS,
+    check_outside_files,
+    coverage_fields,
+    sized_model_config,
+    start_weights,
+    validate_settings,
 )
 from seqapp.text import (
     LEVELS,
@@ -138,7 +145,7 @@ class Sentiment(Task):
     predict_options: ClassVar[tuple[PredictOption, ...]] = (JSON_OUTPUT,)
     preprocessing_fields: ClassVar[dict] = {"tokenizer": TOKENIZER_FIELDS, "classes": list_of(TEXT, least=2),
                                             "max_len": COUNT, "class_weights": list_of(NUMBER),
-                                            "majority_class": TEXT, "pretrained?": warm_start.PREP_FIELDS}
+                                            "majority_class": TEXT, "pretrained?": PRETRAINED_FIELDS}
     metrics_fields: ClassVar[dict] = {**split_metrics({"accuracy": METRIC, "macro_f1": METRIC}),
                                       "baseline_majority?": baseline_metrics("accuracy")}
     tiny: ClassVar[dict] = {
@@ -154,11 +161,11 @@ class Sentiment(Task):
             raise SeqappError("data.val_fraction + data.test_fraction must be below 0.9; keep most data for training")
         if data.classes is not None and (len(data.classes) < 2 or len(set(data.classes)) != len(data.classes)):
             raise SeqappError(f"data.classes={data.classes!r} must list at least two different labels")
-        warm_start.validate(cfg)
+        validate_settings(cfg)
 
     @classmethod
     def check_sources(cls, cfg: Config) -> None:
-        warm_start.check(cfg)
+        check_outside_files(cfg)
 
     # -- data -------------------------------------------------------------------------
     def load_data(self, cfg: Config) -> Splits:
@@ -185,7 +192,7 @@ class Sentiment(Task):
             "max_len": max(1, min(data.max_len, longest)),
             "class_weights": [round(float(w), 6) for w in weights],
             "majority_class": classes[int(np.argmax(counts))],
-            **warm_start.coverage(cfg, tokenizer.vocab),
+            **coverage_fields(cfg, tokenizer.vocab),
         }
 
     def datasets(self, cfg: Config, prep: dict, splits: Splits) -> tuple[Any, Any]:
@@ -196,8 +203,8 @@ class Sentiment(Task):
     # -- model ------------------------------------------------------------------------
     def build_model(self, cfg: Config, prep: dict) -> Any:
         model = classifier(len(prep["tokenizer"]["vocab"]), len(prep["classes"]),
-                           warm_start.model_config(cfg.model, prep))
-        warm_start.apply(model, cfg, prep)  # pretrained_embeddings / init_from, if set
+                           sized_model_config(cfg.model, prep))
+        start_weights(model, cfg, prep)  # pretrained_embeddings / init_from, if set
         return model
 
     def objective(self, cfg: Config, prep: dict) -> Objective:

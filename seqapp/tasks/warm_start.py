@@ -38,7 +38,7 @@ from seqapp.text import OOV_ID, SPECIALS
 
 PREP_KEY = "pretrained"
 # How the coverage looks in preprocessing.json (optional: runs without outside knowledge lack it).
-PREP_FIELDS = {"kind": one_of("vectors", "textgen_run"), "source": TEXT, "dim": COUNT, "words": INTEGER,
+PRETRAINED_FIELDS = {"kind": one_of("vectors", "textgen_run"), "source": TEXT, "dim": COUNT, "words": INTEGER,
                "found": INTEGER, "frozen": FLAG, "recurrent_layers?": INTEGER}
 INIT_FROM = "model.init_from"
 
@@ -59,7 +59,7 @@ _CACHE: dict[tuple, Outside] = {}  # the last source read, so that rebuilding th
 
 
 # -- checks -----------------------------------------------------------------------------
-def validate(cfg: config.Config) -> None:
+def validate_settings(cfg: config.Config) -> None:
     """Refuse settings that cannot go together (config only: no file is read)."""
     model, data = cfg.model, cfg.data
     for name in ("pretrained_embeddings", "init_from"):
@@ -80,7 +80,7 @@ def validate(cfg: config.Config) -> None:
                           "set data.level=word")
 
 
-def check(cfg: config.Config) -> int | None:
+def check_outside_files(cfg: config.Config) -> int | None:
     """The cheap checks of the source a training reads (the file's first lines, the textgen
     run's settings), before TensorFlow starts; its embedding size, or None without a source."""
     model = cfg.model
@@ -142,7 +142,7 @@ def load(cfg: config.Config, vocab: list[str]) -> Outside | None:
     model = cfg.model
     if not (model.pretrained_embeddings or model.init_from):
         return None
-    check(cfg)
+    check_outside_files(cfg)
     path = Path(model.pretrained_embeddings or Path(model.init_from) / "model.keras")
     info = os.stat(path)
     key = (str(path.resolve()), info.st_size, info.st_mtime_ns, hash(tuple(vocab)))
@@ -179,7 +179,7 @@ def embedding_layer(model: Any) -> Any:
 
 
 # -- the task's hooks ---------------------------------------------------------------------
-def coverage(cfg: config.Config, vocab: list[str]) -> dict:
+def coverage_fields(cfg: config.Config, vocab: list[str]) -> dict:
     """``{"pretrained": {...}}`` for preprocessing.json (empty without a source): the source read
     for ``vocab``, its coverage logged; no word found at all is an error."""
     outside = load(cfg, vocab)
@@ -205,14 +205,14 @@ def coverage(cfg: config.Config, vocab: list[str]) -> dict:
     return {PREP_KEY: info}
 
 
-def model_config(model_cfg: Any, prep: dict) -> Any:
+def sized_model_config(model_cfg: Any, prep: dict) -> Any:
     """``model_cfg`` with ``embedding_dim`` set when it is null (the source's size, from ``prep``)."""
     if model_cfg.embedding_dim is not None or PREP_KEY not in prep:
         return model_cfg
     return dataclasses.replace(model_cfg, embedding_dim=prep[PREP_KEY]["dim"])
 
 
-def apply(model: Any, cfg: config.Config, prep: dict) -> None:
+def start_weights(model: Any, cfg: config.Config, prep: dict) -> None:
     """Start ``model``'s embedding (and, from a textgen run, its recurrent layers) from the source
     of ``prep``; freeze the embedding if ``model.freeze_embeddings``. Nothing without a source."""
     import keras
