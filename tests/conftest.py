@@ -212,6 +212,26 @@ def without_seqapp(script: str, *args: str, cwd: Path, input: str | None = None)
                           capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
 
 
+def answers_without_tensorflow(commands: list[list[str]], folder: Path) -> list[str]:
+    """Run each seqapp command (its arguments) in one fresh process where importing TensorFlow or
+    Keras fails; what each wrote to stderr, ending in ``exit N`` (or ``crashed ...``)."""
+    poison = folder / "poison"
+    for module in ("tensorflow", "keras"):
+        (poison / module).mkdir(parents=True, exist_ok=True)
+        (poison / module / "__init__.py").write_text(f"raise ImportError('{module} was imported')\n")
+    script = ("import sys\nfrom seqapp.cli import app\nfor args in ARGS:\n"
+              "    try:\n        app(args, prog_name='seqapp')\n"
+              "    except SystemExit as exc:\n        print('exit', exc.code, file=sys.stderr)\n"
+              "    except Exception as exc:\n        print('crashed', repr(exc), file=sys.stderr)\n"
+              "    print('--end--', file=sys.stderr)\n")
+    commands = [[str(arg) for arg in command] for command in commands]
+    done = subprocess.run([sys.executable, "-c", f"ARGS = {commands!r}\n{script}"],
+                          env={**os.environ, "PYTHONPATH": str(poison)}, capture_output=True, text=True, timeout=300)
+    answers = done.stderr.split("--end--\n")
+    assert len(answers) == len(commands) + 1, done.stderr[-3000:]
+    return answers[:-1]
+
+
 # -- seqapp serve in a subprocess ------------------------------------------------------------
 SERVE_START_S = 120
 

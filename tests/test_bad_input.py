@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import copy_run
+from conftest import answers_without_tensorflow, copy_run
 
 from seqapp import drafts
 from seqapp.tasks import load_config
@@ -258,22 +258,8 @@ CHEAP = [case for case in CASES if case[2]]
 @pytest.mark.process
 def test_cheap_checks_answer_before_tensorflow_is_imported(world, tmp_path):
     """In a process where importing TensorFlow or Keras fails, every cheap case still gets its line."""
-    poison = tmp_path / "poison"
-    for module in ("tensorflow", "keras"):
-        (poison / module).mkdir(parents=True)
-        (poison / module / "__init__.py").write_text(f"raise ImportError('{module} was imported')\n")
-    script = ("import sys\nfrom seqapp.cli import app\nfor args in ARGS:\n"
-              "    try:\n        app(args, prog_name='seqapp')\n"
-              "    except SystemExit as exc:\n        print('exit', exc.code, file=sys.stderr)\n"
-              "    except Exception as exc:\n        print('crashed', repr(exc), file=sys.stderr)\n"
-              "    print('--end--', file=sys.stderr)\n")
-    filled = [fill(args, world, tmp_path) for args, _, _ in CHEAP]
-    env = {**os.environ, "PYTHONPATH": str(poison)}
-    done = subprocess.run([sys.executable, "-c", f"ARGS = {filled!r}\n{script}"], env=env, capture_output=True,
-                          text=True, timeout=300)
-    answers = done.stderr.split("--end--\n")
-    assert len(answers) == len(CHEAP) + 1, done.stderr[-3000:]
-    for (args, fragment, _), answer in zip(CHEAP, answers):
+    answers = answers_without_tensorflow([fill(args, world, tmp_path) for args, _, _ in CHEAP], tmp_path)
+    for (args, fragment, _), answer in zip(CHEAP, answers, strict=True):
         assert "was imported" not in answer, (args, answer)
         assert fragment in answer and "exit 2" in answer, (args, answer)
 

@@ -9,15 +9,12 @@ exit 2, nothing saved changed, answered before TensorFlow starts where the run's
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import copy_run, serving, tiny_config
+from conftest import answers_without_tensorflow, copy_run, serving, tiny_config
 from test_bad_input import one_error_line
 
 from seqapp.sampling import repeated_ngram_mask
@@ -388,22 +385,8 @@ def test_bad_decoding_options_are_one_line_exit_2_and_change_nothing(cli, world,
 @pytest.mark.process
 def test_bad_decoding_options_answer_before_tensorflow_is_imported(world, tmp_path):
     """In a process where importing TensorFlow or Keras fails, every case still gets its line."""
-    poison = tmp_path / "poison"
-    for module in ("tensorflow", "keras"):
-        (poison / module).mkdir(parents=True)
-        (poison / module / "__init__.py").write_text(f"raise ImportError('{module} was imported')\n")
-    script = ("import sys\nfrom seqapp.cli import app\nfor args in ARGS:\n"
-              "    try:\n        app(args, prog_name='seqapp')\n"
-              "    except SystemExit as exc:\n        print('exit', exc.code, file=sys.stderr)\n"
-              "    except Exception as exc:\n        print('crashed', repr(exc), file=sys.stderr)\n"
-              "    print('--end--', file=sys.stderr)\n")
-    cases = [filled(args, world) for args, _ in CASES]
-    env = {**os.environ, "PYTHONPATH": str(poison)}
-    done = subprocess.run([sys.executable, "-c", f"ARGS = {cases!r}\n{script}"], env=env, capture_output=True,
-                          text=True, timeout=300)
-    answers = done.stderr.split("--end--\n")
-    assert len(answers) == len(CASES) + 1, done.stderr[-3000:]
-    for (args, fragment), answer in zip(CASES, answers):
+    answers = answers_without_tensorflow([filled(args, world) for args, _ in CASES], tmp_path)
+    for (args, fragment), answer in zip(CASES, answers, strict=True):
         assert "was imported" not in answer, (args, answer)
         assert fragment in answer and "exit 2" in answer, (args, answer)
 

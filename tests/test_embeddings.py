@@ -11,15 +11,12 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import answers_without_tensorflow, tiny_config
 
 from seqapp import embeddings, runs
 from seqapp.errors import SeqappError
@@ -291,19 +288,13 @@ def test_a_source_read_outside_the_cli_is_checked_alike(tmp_path, reviews):
 
 @pytest.mark.process
 def test_cheap_checks_answer_before_tensorflow_is_imported(tmp_path, reviews, textgen_words):
-    poison = tmp_path / "poison"
-    for module in ("tensorflow", "keras"):
-        (poison / module).mkdir(parents=True)
-        (poison / module / "__init__.py").write_text(f"raise ImportError('{module} was imported')\n")
     files = bad_files(tmp_path)
     files["missing"] = tmp_path / "missing.txt"
     cases = [(f"model.pretrained_embeddings={files[name]}", fragment) for name, fragment in (
         ("wide", "have 12 dimensions"), ("missing", "does not exist"), ("binary", "binary"), ("empty", "no vectors"))]
     cases.append((f"model.init_from={textgen_words.path}", "set model.units=8"))
-    for setting, fragment in cases:
-        done = subprocess.run([sys.executable, "-m", "seqapp", "train", "sentiment", "--data", str(reviews),
-                               "--out", str(tmp_path / "runs"), "--set", setting],
-                              env={**os.environ, "PYTHONPATH": str(poison)}, capture_output=True, text=True,
-                              timeout=120)
-        assert done.returncode == 2 and "was imported" not in done.stderr, done.stderr
-        assert fragment in done.stderr
+    answers = answers_without_tensorflow([["train", "sentiment", "--data", reviews, "--out", tmp_path / "runs",
+                                           "--set", setting] for setting, _ in cases], tmp_path)
+    for (setting, fragment), answer in zip(cases, answers, strict=True):
+        assert "exit 2" in answer and "was imported" not in answer, (setting, answer)
+        assert fragment in answer, (setting, answer)
