@@ -14,6 +14,9 @@ Every key is present in every run; what was not measured (a missing peer, a sect
     latency_s.<command>.<variant>        median wall seconds of a fresh process
     peak_rss_kb.<command>.<variant>      largest peak RSS of those processes
     time_to_quality.<side>.points        [training seconds, validation nats/char] (full runs only)
+    fast_rnn_speedup.<task>              sentiment, tagging, translate: training tokens/s of the template
+                                         with Keras's recurrent loop and with seqapp's fast one, and
+                                         their ratio (bench/fastrnn_speed.py --tasks)
     quality.<task>                       each task's headline metric on real data (bench/quality.py;
                                          full runs, or kept from the last run that measured it)
     ratios.<figure>                      seqapp / peer (null unless both exist)
@@ -31,6 +34,7 @@ CELL_NAMES = {"lstm": "LSTM", "gru": "GRU", "simplernn": "SimpleRNN"}
 SIDES = ("seqapp", "torch")
 BATCHES = ("batch_1", "batch_64")
 LITERT_BATCH = "batch_1_litert"  # seqapp only: the engine `seqapp generate` uses by default, against the peer's batch 1
+SPEEDUP_TASKS = ("sentiment", "tagging", "translate")
 LATENCY = {"generate": ("default", "tf", "torch"), "predict_sentiment": ("default", "tf"),
            "predict_translate": ("default", "tf"), "predict_sentiment_10k": ("default", "tf"),
            "predict_translate_1k": ("default", "tf")}
@@ -54,6 +58,7 @@ def empty_result(units: int = 256, embed: int = 64) -> dict:
         "val_loss": json.loads(json.dumps(per_cell)), "generate_chars_per_s": per_batch,
         "generate_first_call_s": json.loads(json.dumps(per_batch)), "latency_s": per_command,
         "peak_rss_kb": json.loads(json.dumps(per_command)), "time_to_quality": None, "quality": None,
+        "fast_rnn_speedup": dict.fromkeys(SPEEDUP_TASKS),
         "ratios": {}, "details": {},
         "notes": [],
     }
@@ -180,6 +185,13 @@ def render_markdown(result: dict) -> str:
              "| figure | seqapp | PyTorch peer | ratio |", "| --- | ---: | ---: | ---: |"]
     rows = training_rows(result) + generation_rows(result) + latency_rows(result)
     lines += ["| " + " | ".join(row) + " |" for row in rows if measured(row)]
+    speedups = {task: f for task, f in (result.get("fast_rnn_speedup") or {}).items() if f}
+    if speedups:
+        lines += ["", "Training tokens/s with Keras's recurrent loop and with seqapp's fast one (masked sequences; "
+                  "`bench/fastrnn_speed.py --tasks`, alternating turns in one process; ratio: fast / Keras's):", "",
+                  "| task (template, batch) | Keras's loop | fast loop | ratio |", "| --- | ---: | ---: | ---: |"]
+        lines += [f"| {task} (`{f['template']}`, {f['batch_size']}) | {fmt(f['stock_tokens_per_s'])} | "
+                  f"{fmt(f['fast_tokens_per_s'])} | {fmt(f['ratio'], 2)} |" for task, f in speedups.items()]
     if result.get("quality"):
         from bench.quality import markdown
 

@@ -1,4 +1,5 @@
-"""The whole suite: machine, training throughput, generation speed, command latency, in that order.
+"""The whole suite: machine, training throughput, generation speed, the fast recurrent loop against
+Keras's own on the word-level tasks, command latency, in that order.
 
 Each section fills its part of the result from :func:`bench.report.empty_result`; a missing
 peer or data set leaves ``null`` and a note. seqapp's own failures are not hidden.
@@ -44,6 +45,8 @@ class Settings:
     seq_len: int = 100
     train_seconds: float = 60.0
     quality_seconds: float = 120.0  # bench/time_to_quality.py: the default template against the peer; 0: skipped
+    speedup_seconds: float = 15.0  # bench/fastrnn_speed.py --tasks: seconds per turn of each side...
+    speedup_rounds: int = 2  # ...and timed turns of each (after one warm-up turn)
     gen_steps: dict[str, int] = field(default_factory=lambda: {"batch_1": 20_000, "batch_64": 2_000})
     reps: int = 5
     many_reps: int = 5  # for the many-input calls (10,000 sentiment lines, 1,000 translations)
@@ -59,7 +62,8 @@ class Settings:
         if not quick:
             return cls(False, torch_python, data)
         return cls(True, torch_python, data, cells=("lstm",), train_seconds=10.0, quality_seconds=0.0,
-                   gen_steps={"batch_1": 2_000, "batch_64": 200}, reps=3, many_reps=1, tf_reps=1, predict_tf=False)
+                   speedup_seconds=3.0, speedup_rounds=1, gen_steps={"batch_1": 2_000, "batch_64": 200}, reps=3,
+                   many_reps=1, tf_reps=1, predict_tf=False)
 
 
 def put(result: dict, figure: str, side: str, key: str, value: Any) -> None:
@@ -193,6 +197,22 @@ def command_latency(s: Settings, result: dict, tmp: Path, peer_model: Path | Non
                                     "measured": measured}
 
 
+def fast_rnn_speedup(s: Settings, result: dict) -> None:
+    """Training tokens/s of the word-level tasks' templates (masked sequences) with Keras's own
+    recurrent loop and with seqapp's fast one, in turns in one process of its own
+    (``bench/fastrnn_speed.py --tasks``); a missing data set leaves ``null`` and a note."""
+    command = [sys.executable, "-m", "bench.fastrnn_speed", "--tasks", ",".join(report.SPEEDUP_TASKS),
+               "--seconds", str(s.speedup_seconds), "--rounds", str(s.speedup_rounds), "--json"]
+    try:
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=3600, check=True)
+        measured = json.loads(done.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, OSError, ValueError, IndexError) as exc:
+        result["notes"].append(f"fast_rnn_speedup failed: {error_tail(exc)}")
+        return
+    result["fast_rnn_speedup"].update(measured["fast_rnn_speedup"])
+    result["notes"].extend(measured["notes"])
+
+
 def quality(s: Settings, result: dict) -> None:
     """Validation loss against training time, the default textgen template beside the peer,
     with its plot (``bench/results/time_to_quality.png``)."""
@@ -263,6 +283,8 @@ def run_suite(s: Settings) -> dict:
             peer_model = throughput(s, result, tmp)
             peer_generation(s, result, peer_model)
             clock = timed(sections, "training_and_generation", clock)
+        fast_rnn_speedup(s, result)
+        clock = timed(sections, "fast_rnn_speedup", clock)
         if s.data.is_file() and s.quality_seconds:
             quality(s, result)
             clock = timed(sections, "time_to_quality", clock)

@@ -265,3 +265,43 @@ def test_quality_figures_are_merged_into_latest_and_kept_by_a_run_that_did_not_m
     report.write(result, tmp_path)
     assert json.loads((tmp_path / "latest.json").read_text())["quality"]["sentiment"] == sentiment
     assert "0.84 ± 0.01" in (tmp_path / "latest.md").read_text()
+
+
+def test_fast_rnn_speedup_is_in_every_result_and_gets_a_table_when_measured() -> None:
+    result = sample_result()
+    assert result["fast_rnn_speedup"] == {"sentiment": None, "tagging": None, "translate": None}
+    assert "Keras's loop" not in report.render_markdown(result)
+    result["fast_rnn_speedup"]["tagging"] = {"template": "tagging", "batch_size": 32, "stock_tokens_per_s": 4000,
+                                             "fast_tokens_per_s": 7000, "ratio": 1.75}
+    assert table_row(report.render_markdown(result), "tagging") == ["tagging (`tagging`, 32)", "4,000", "7,000", "1.75"]
+    quick, full = Settings.for_mode(True, None, Path("x")), Settings.for_mode(False, None, Path("x"))
+    assert quick.speedup_seconds * quick.speedup_rounds < full.speedup_seconds * full.speedup_rounds
+
+
+def test_the_fast_rnn_task_comparison_notes_a_missing_data_set(tmp_path: Path) -> None:
+    from bench.fastrnn_speed import compare_tasks
+
+    figures, notes = compare_tasks(["sentiment", "translate"], tmp_path, 1.0, 1, log=lambda line: None)
+    assert figures == {"sentiment": None, "translate": None}
+    assert notes == [f"fast_rnn_speedup.sentiment: {tmp_path / 'sentiment'} not found",
+                     f"fast_rnn_speedup.translate: {tmp_path / 'translation' / 'fra-eng.tsv'} not found"]
+
+
+def test_both_copies_train_on_one_epoch_with_each_shape_first_and_its_tokens_counted() -> None:
+    """The batches of each shape come first (the warm-up traces them all), then the rest in their
+    order, endlessly; tokens are the integer (batch, time) inputs that are not padding."""
+    import numpy as np
+    import tensorflow as tf
+
+    from bench.fastrnn_speed import fixed_batches
+
+    widths = [3, 3, 5, 3, 5, 2]
+    batches = [({"words": np.full((2, width), index + 1) * (np.arange(width) < 2), "chars": np.ones((2, width, 4))},
+                np.zeros((2, width))) for index, width in enumerate(widths)]
+    spec = ({"words": tf.TensorSpec((None, None), tf.int64), "chars": tf.TensorSpec((None, None, 4), tf.float64)},
+            tf.TensorSpec((None, None), tf.float64))
+    dataset = tf.data.Dataset.from_generator(lambda: iter(batches), output_signature=spec)
+    pipeline, tokens, warm_up = fixed_batches(dataset)
+    firsts = [int(words["words"][0, 0]) for words, _ in pipeline.take(9)]
+    assert firsts == [1, 3, 6, 2, 4, 5, 1, 3, 6]  # widths 3, 5, 2 first; then the others; again
+    assert tokens == [4] * 6 and warm_up == 4

@@ -1,8 +1,8 @@
 """seqapp.fastrnn: the fast training loop is exact or absent. It gives the stock layers' outputs
 and gradients (relative tolerance, realistic sizes, every cell, eager, XLA, Bidirectional,
-stateful), every case it does not cover keeps the stock layer, a model none of whose layers
-takes it says so, the allocator setting is a step of its own, and nothing of it is left in a
-saved model."""
+stateful, masked as Keras masks), every case it does not cover keeps the stock layer, a model
+none of whose layers takes it says so, the allocator setting is a step of its own, and nothing
+of it is left in a saved model."""
 
 from __future__ import annotations
 
@@ -83,15 +83,15 @@ def weighted_sum(outputs):
                for o in outputs)
 
 
-def outputs_and_gradients(layer, x, states, jit: bool = False):
-    """The layer's outputs (training=True) and the gradients of a weighted sum of them with
-    respect to the input, the initial states and every weight."""
+def outputs_and_gradients(layer, x, states, jit: bool = False, mask=None):
+    """The layer's outputs (training=True, ``mask`` given when not None) and the gradients of a
+    weighted sum of them with respect to the input, the initial states and every weight."""
     import tensorflow as tf
 
     def run(x, states):
         with tf.GradientTape() as tape:
             tape.watch([x, *states])
-            out = layer(x, initial_state=list(states) or None, training=True)
+            out = layer(x, initial_state=list(states) or None, training=True, mask=mask)
             outs = list(out) if isinstance(out, (list, tuple)) else [out]
             loss = weighted_sum(outs)
         return outs, tape.gradient(loss, [x, *states, *layer.trainable_variables])
@@ -110,17 +110,17 @@ def assert_close(got, want):
                                    err_msg=f"array {index} of {len(want)}")
 
 
-def compare(layer, x, states, fast_calls, jit=False):
+def compare(layer, x, states, fast_calls, jit=False, mask=None):
     """Stock, then accelerated: the same outputs and gradients, and the fast loop did run."""
     import keras
 
     from seqapp import fastrnn
 
-    want_out, want_grads = outputs_and_gradients(layer, x, states, jit)
+    want_out, want_grads = outputs_and_gradients(layer, x, states, jit, mask)
     holder = keras.Sequential([layer])  # accelerate walks a model
     assert fastrnn.accelerate(holder) == [layer]
     try:
-        got_out, got_grads = outputs_and_gradients(layer, x, states, jit)
+        got_out, got_grads = outputs_and_gradients(layer, x, states, jit, mask)
     finally:
         fastrnn.restore(holder)
     assert fast_calls, "the fast loop was not taken"
@@ -258,6 +258,177 @@ def test_after_an_embedding_the_projected_table_gives_the_same_gradients(kind, v
     assert_close(got, want)
 
 
+# -- masks: Keras's semantics, exact ------------------------------------------------------
+
+MASKED = {"batch": 24, "steps": 48, "features": 32, "units": 96}  # a padded batch as the word-level tasks train
+
+
+def right_padded(lengths, steps):
+    """The (batch, steps) mask of rows of ``lengths`` tokens, padded after them."""
+    import tensorflow as tf
+
+    return tf.constant(np.arange(steps)[None, :] < np.asarray(lengths)[:, None])
+
+
+def varied_lengths(seed: int, batch: int, steps: int, longest: int):
+    """``batch`` lengths from 1 to ``longest`` (both there) in random order."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, longest + 1, batch)
+    lengths[rng.choice(batch, 2, replace=False)] = [longest, 1]
+    return lengths
+
+
+def realistic_weights(layer, seed: int):
+    """Keras's initial weights with random biases (as :func:`make_layer` at realistic sizes)."""
+    rng = np.random.default_rng(seed)
+    layer.set_weights([rng.normal(0, 0.2, w.shape).astype("float32") if w.ndim == 1 else w
+                       for w in layer.get_weights()])
+    return layer
+
+
+@pytest.mark.parametrize("kind", CELLS)
+def test_with_a_mask_outputs_and_gradients_match_the_stock_layers(kind, fast_calls):
+    """Right-padded batches at a realistic size (24 rows, 48 steps, 96 units), traced as the
+    word-level tasks train: a Bidirectional layer returning sequences (its backward direction
+    starts on the padding) on rows of 1 to 48 steps, and a layer returning its last output and
+    states from initial states on rows of 1 to 39 steps (every loop skips the 9 steps no row
+    keeps). Outputs and the gradients of the inputs, the initial states and every weight match;
+    the other options are checked at small sizes below."""
+    import keras
+    import tensorflow as tf
+
+    from seqapp import fastrnn
+
+    size = MASKED
+    batch, steps, features, units = size["batch"], size["steps"], size["features"], size["units"]
+    keras.utils.set_random_seed(13)
+    both = keras.layers.Bidirectional(getattr(keras.layers, kind)(units, return_sequences=True))
+    both.build((batch, steps, features))
+    realistic_weights(both, 13)
+    last = make_layer(kind, 12, **size, return_sequences=False, return_state=True)
+    masks = [right_padded(varied_lengths(seed, batch, steps, longest), steps)
+             for seed, longest in ((0, steps), (1, steps - 9))]
+    x, states = inputs_and_states(kind, 11, **size)
+
+    @tf.function
+    def run(x, states):
+        inputs = [tf.identity(x), tf.identity(x)]  # one gradient of the input per layer
+        with tf.GradientTape() as tape:
+            tape.watch([*inputs, *states])
+            outs = [both(inputs[0], mask=masks[0], training=True),
+                    *last(inputs[1], mask=masks[1], initial_state=list(states), training=True)]
+            loss = weighted_sum(outs)
+        weights = [*both.trainable_variables, *last.trainable_variables]
+        return outs, tape.gradient(loss, [*inputs, *states, *weights])
+
+    want = run(x, tuple(states))
+    assert len(fastrnn.accelerate(keras.Sequential([both, last]))) == 3
+    got = tf.function(run.python_function)(x, tuple(states))
+    assert len(fast_calls) == 3
+    assert_close(got[0], want[0])
+    assert_close(got[1], want[1])
+
+
+# Not only padding: masked steps before, between and after kept ones, a row with nothing kept;
+# the first and last steps are masked in every row, so the loops skip them.
+GENERAL_MASK = [[0, 0, 1, 1, 0, 0], [0, 1, 1, 0, 1, 0], [0, 0, 0, 0, 0, 0]]
+
+
+MASK_OPTIONS = {"go_backwards": {"go_backwards": True}, "zero_output": {"zero_output_for_mask": True},
+                "both": {"go_backwards": True, "zero_output_for_mask": True}}
+
+
+@pytest.mark.parametrize("kind, options", [(kind, "forward") for kind in CELLS]
+                         + [("GRU", name) for name in MASK_OPTIONS])
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_any_mask_and_every_masked_output_option_match(kind, options, return_sequences, fast_calls):
+    """Any mask (:data:`GENERAL_MASK`), from initial states and returning the states: every cell
+    forward; reversing the mask and ``zero_output_for_mask`` are shared code (kept_steps,
+    masked_outputs), checked on one cell."""
+    import tensorflow as tf
+
+    layer = make_layer(kind, 14, return_sequences=return_sequences, return_state=True, **MASK_OPTIONS.get(options, {}))
+    x, states = inputs_and_states(kind, 14)
+    compare(layer, x, states, fast_calls, mask=tf.constant(np.array(GENERAL_MASK, bool)))
+
+
+@pytest.mark.slow  # 4-7 s a cell; the word-level templates train without XLA (Keras's choice)
+@pytest.mark.parametrize("kind", CELLS)
+def test_a_mask_under_xla_matches(kind, fast_calls):
+    """XLA-compiled (``train.jit_compile: true``): the loops' bounds come from the mask at run time."""
+    import tensorflow as tf
+
+    layer = make_layer(kind, 16, return_sequences=True, return_state=True, go_backwards=True)
+    x, states = inputs_and_states(kind, 16)
+    compare(layer, x, states, fast_calls, jit=True, mask=tf.constant(np.array(GENERAL_MASK, bool)))
+
+
+@pytest.mark.parametrize("kind", CELLS)
+def test_skipping_the_steps_no_row_keeps_changes_nothing(kind, monkeypatch):
+    """The loops run only from the first step any row keeps to the last: the states of every
+    step and the gradients of all inputs (those of the skipped steps' states included, which
+    a layer's outputs never show) equal those of loops over every step."""
+    import tensorflow as tf
+
+    from seqapp import fastrnn
+
+    rng = np.random.default_rng(15)
+    units, gates = UNITS, {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}[kind] * UNITS
+    xg = tf.constant(rng.normal(0, 1, (STEPS, BATCH, gates)), tf.float32)
+    h0, c0 = (tf.constant(rng.normal(0, 0.5, (BATCH, units)), tf.float32) for _ in range(2))
+    recurrent = tf.constant(rng.normal(0, 0.5, (units, gates)), tf.float32)
+    recurrent_bias = tf.constant(rng.normal(0, 0.5, (gates,)), tf.float32)
+    keep = tf.constant(np.array(GENERAL_MASK, bool).T[:, :, None])
+    inputs = {"LSTM": [xg, h0, c0, recurrent], "GRU": [xg, h0, recurrent, recurrent_bias],
+              "SimpleRNN": [xg, h0, recurrent]}[kind]
+    sequence = {"LSTM": fastrnn.lstm_sequence, "GRU": fastrnn.gru_sequence, "SimpleRNN": fastrnn.simple_sequence}[kind]
+
+    def run():
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            out = sequence(*inputs, keep=keep)
+            outs = list(out) if isinstance(out, tuple) else [out]
+            loss = weighted_sum(outs)
+        return [*outs, *tape.gradient(loss, inputs)]
+
+    skipping = run()
+    monkeypatch.setattr(fastrnn.Span, "bounds", staticmethod(lambda keep, steps: (tf.constant(0), steps - 1)))
+    assert_close(skipping, run())
+
+
+def test_a_mask_in_the_graph_takes_the_fast_loop(fast_calls, notes):
+    """Embedding(mask_zero=True), then a stack of every cell, plain and Bidirectional (the mask
+    goes on through the layers that return sequences), as the word-level tasks build them: each
+    layer takes the fast loop, and the outputs and the gradients of every weight match, with no note."""
+    import keras
+    import tensorflow as tf
+
+    from seqapp import fastrnn
+
+    keras.utils.set_random_seed(5)
+    tokens = keras.Input((STEPS,), dtype="int32")
+    hidden = keras.layers.Embedding(10, FEATURES, mask_zero=True)(tokens)
+    for kind, sequences, bidirectional in (("GRU", True, True), ("LSTM", True, False), ("SimpleRNN", False, True)):
+        layer = getattr(keras.layers, kind)(UNITS, return_sequences=sequences)
+        hidden = (keras.layers.Bidirectional(layer) if bidirectional else layer)(hidden)
+    model = keras.Model(tokens, hidden)
+    padded = tf.constant([[3, 4, 5, 0, 0, 0], [1, 2, 3, 4, 5, 6], [7, 0, 0, 0, 0, 0]])
+
+    def run():
+        with tf.GradientTape() as tape:
+            out = model(padded, training=True)
+            loss = weighted_sum([out])
+        return [out, *(tf.convert_to_tensor(g) for g in tape.gradient(loss, model.trainable_variables))]
+
+    want = run()
+    accelerated = fastrnn.accelerate(model)
+    assert len(accelerated) == 5
+    got = run()
+    assert sorted(fast_calls) == sorted(layer.name for layer in accelerated)
+    assert_close(got, want)
+    assert not notes()
+
+
 # -- absent: what the fast loop does not cover keeps the stock layer ------------------------
 
 
@@ -325,28 +496,6 @@ def test_layers_the_fast_loop_does_not_cover_stay_stock_and_say_so(kind, name, f
 
 
 @pytest.mark.parametrize("kind", CELLS)
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_a_layer_with_a_mask_in_the_graph_stays_stock(kind, bidirectional, fast_calls, notes):
-    """After Embedding(mask_zero=True): the fast loop never runs, so the layer is not counted."""
-    import keras
-    import tensorflow as tf
-
-    from seqapp import fastrnn
-
-    keras.utils.set_random_seed(5)
-    tokens = keras.Input((STEPS,), dtype="int32")
-    recurrent = getattr(keras.layers, kind)(UNITS)
-    hidden = keras.layers.Embedding(10, FEATURES, mask_zero=True)(tokens)
-    model = keras.Model(tokens, (keras.layers.Bidirectional(recurrent) if bidirectional else recurrent)(hidden))
-    padded = tf.constant([[3, 4, 5, 0, 0, 0], [1, 2, 3, 4, 5, 6], [7, 0, 0, 0, 0, 0]])
-    want = model(padded, training=True)
-    assert fastrnn.accelerate(model) == []
-    assert_close([model(padded, training=True)], [want])
-    assert not fast_calls
-    assert len(notes()) == 1 and "a masked input" in notes()[0]
-
-
-@pytest.mark.parametrize("kind", CELLS)
 def test_with_initial_states_keras_passes_no_mask_and_the_fast_loop_runs(kind, fast_calls, notes):
     """After Embedding(mask_zero=True) but called with ``initial_state`` (a decoder), Keras hands
     the layer no mask, so the fast loop runs, with the stock layer's outputs."""
@@ -369,25 +518,27 @@ def test_with_initial_states_keras_passes_no_mask_and_the_fast_loop_runs(kind, f
     assert fast_calls and not notes()
 
 
-@pytest.mark.parametrize("kind", CELLS)
-def test_a_mask_at_call_time_and_inference_take_the_stock_loop(kind, fast_calls, notes):
-    """A mask the graph did not show (passed by hand) and inference run Keras's own loop; the
-    first training call that falls back, with no layer running fast, is noted once."""
+def test_a_mask_of_another_shape_and_inference_take_the_stock_loop(fast_calls, notes):
+    """A mask not of shape (batch, time) (Keras takes (batch, time, 1) too) and inference run
+    Keras's own loop; the first training call that falls back, with no layer running fast, is
+    noted once. The choice is shared by every cell."""
     import keras
     import tensorflow as tf
 
     from seqapp import fastrnn
 
-    layer = make_layer(kind, 9, return_sequences=True)
-    x, _ = inputs_and_states(kind, 9)
-    mask = tf.constant([[True] * STEPS, [True] * 3 + [False] * 3, [True] + [False] * (STEPS - 1)])
-    want = [layer(x, mask=mask, training=True), layer(x, mask=mask, training=True), layer(x)]
+    layer = make_layer("LSTM", 9, return_sequences=True)
+    x, _ = inputs_and_states("LSTM", 9)
+    mask = tf.constant(np.array(GENERAL_MASK, bool))
+    want = [layer(x, mask=mask[:, :, None], training=True), layer(x, mask=mask[:, :, None], training=True),
+            layer(x, mask=mask)]
     assert fastrnn.accelerate(keras.Sequential([layer])) == [layer]
-    got = [layer(x, mask=mask, training=True), layer(x, mask=mask, training=True), layer(x)]
+    got = [layer(x, mask=mask[:, :, None], training=True), layer(x, mask=mask[:, :, None], training=True),
+           layer(x, mask=mask)]
     assert_close(got, want)
     assert not fast_calls
-    assert len(notes()) == 1 and "a mask at call time" in notes()[0]
-    layer(x, training=True)
+    assert len(notes()) == 1 and "a mask of shape (3, 6, 1)" in notes()[0], notes()
+    layer(x, mask=mask, training=True)
     assert fast_calls == [layer.name]
 
 
@@ -469,12 +620,13 @@ def test_keep_freed_memory_is_a_train_setting_on_by_default():
 # -- nothing of it in a saved model ------------------------------------------------------
 
 
-def tiny_language_model():
+def tiny_text_model():
+    """Token ids, padding masked (as the word-level tasks) -> Bidirectional GRU -> LSTM -> Dense."""
     import keras
 
     keras.utils.set_random_seed(6)
-    model = keras.Sequential([keras.Input((STEPS,), dtype="int32"), keras.layers.Embedding(12, 8),
-                              keras.layers.GRU(UNITS, return_sequences=True),
+    model = keras.Sequential([keras.Input((STEPS,), dtype="int32"), keras.layers.Embedding(12, 8, mask_zero=True),
+                              keras.layers.Bidirectional(keras.layers.GRU(UNITS, return_sequences=True)),
                               keras.layers.LSTM(UNITS, return_sequences=True), keras.layers.Dense(12)])
     model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=False)  # the XLA-compiled loop has its own tests above
@@ -498,12 +650,14 @@ print(json.dumps({"predictions": model.predict(x, verbose=0).tolist(),
 def test_a_model_trained_fast_saves_stock_layers_that_load_without_seqapp(tmp_path, fast_calls):
     from seqapp import fastrnn
 
-    model = tiny_language_model()
-    assert len(fastrnn.accelerate(model)) == 2
+    model = tiny_text_model()
+    accelerated = fastrnn.accelerate(model)
+    assert len(accelerated) == 3
     rng = np.random.default_rng(7)
-    x, y = rng.integers(0, 12, (16, STEPS)), rng.integers(0, 12, (16, STEPS))
+    x, y = rng.integers(1, 12, (16, STEPS)), rng.integers(0, 12, (16, STEPS))
+    x[np.arange(STEPS)[None, :] >= rng.integers(1, STEPS + 1, (16, 1))] = 0  # rows of 1 to STEPS tokens, then padding
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
-    assert fast_calls
+    assert sorted(set(fast_calls)) == sorted(layer.name for layer in accelerated)
     model.save(tmp_path / "x.keras")
     np.save(tmp_path / "x.npy", x)
     done = without_seqapp(CHILD, str(tmp_path / "x.keras"), str(tmp_path / "x.npy"), cwd=tmp_path)
@@ -512,6 +666,21 @@ def test_a_model_trained_fast_saves_stock_layers_that_load_without_seqapp(tmp_pa
     assert not child["seqapp_loaded"]
     assert all(name.startswith("keras.") for name in child["layers"]), child["layers"]
     np.testing.assert_allclose(np.array(child["predictions"]), model.predict(x, verbose=0), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("task", ["sentiment", "tagging", "translate"])
+def test_the_word_level_tasks_train_every_recurrent_layer_fast(task, notes):
+    """Their embeddings mask the padding (a mask of shape (batch, time), which the fast loop takes
+    at call time: see the tests above); every recurrent layer of the model, the encoder and decoder
+    of translate too, is given the fast loop, with no note. (The tiny runs train them so.)"""
+    from conftest import tiny_config
+
+    from seqapp import fastrnn
+    from seqapp.training import prepare
+
+    layers = fastrnn.recurrent_layers(prepare(tiny_config(task)).model)
+    assert layers and all(hasattr(layer, "_seqapp_stock_inner_loop") for layer in layers)
+    assert not notes()
 
 
 def test_prepare_accelerates_unless_the_setting_is_off(monkeypatch, corpus: Path):
