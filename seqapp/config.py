@@ -109,6 +109,14 @@ class TrainConfig:
     keep_freed_memory: bool = setting(True, "with fast_rnn: have glibc keep freed memory for reuse (no mmap for "
                                       "large blocks), so a step does not page its buffers in again; process-wide, "
                                       "the process keeps its peak memory; false: the C library's defaults")
+    # seqapp.metrics.fit_temperature; tasks without class probabilities refuse it (Task.calibrates).
+    calibrate: bool = setting(False, "after training, fit one temperature on the validation split that divides the "
+                              "logits (sentiment, tagging), so probabilities match how often they are right; "
+                              "labels never change")
+    # seqapp.tensorboard_log: written with TensorFlow alone; viewing them needs the [tensorboard] extra.
+    tensorboard: bool = setting(True, "write TensorBoard event files under the run's logs/: every history.csv "
+                                "column per epoch, and the task's sample (a generated text, a few translations) "
+                                "after each epoch; false: none")
 
 
 @dataclass
@@ -277,6 +285,9 @@ def build(raw: dict, task: Any, overrides: Sequence[str] = (), source: str = "te
             raise SeqappError(f"'{name}' in {source} must be a mapping of settings, got {section!r}")
         built[name] = make_section(cls, section, name)
     cfg = Config(task=task.name, description=str(raw.get("description") or ""), **built)
+    if cfg.train.calibrate and not getattr(task, "calibrates", False):
+        raise SeqappError(f"train.calibrate does not apply to {task.name} runs: it scales class probabilities, "
+                          f"which a {task.name} model does not give; remove the setting")
     task.validate_config(cfg)
     return cfg
 

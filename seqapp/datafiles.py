@@ -15,6 +15,7 @@ import errno
 import io
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,9 @@ READ_CHUNK = 1 << 20
 NOT_REGULAR = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
                (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
                (stat.S_ISSOCK, "a socket"))
+# Each is called with (path, bytes) of every file read_bytes returns: how seqapp.provenance
+# records the data files a training reads, whatever the task.
+readers: list[Callable[[Path, bytes], None]] = []
 
 
 def bundled(name: str) -> Path:
@@ -84,7 +88,10 @@ def read_bytes(path: str | Path, what: str = "data file", fix: str = "check the 
         except OSError as exc:
             raise path_error(exc, path, what, fix) from None
     check_size(path, what, total, limit, read=True)
-    return b"".join(chunks)
+    data = b"".join(chunks)
+    for reader in readers:
+        reader(Path(path), data)
+    return data
 
 
 def stat_regular(path: str | Path, what: str, fix: str) -> os.stat_result:

@@ -11,7 +11,9 @@ nothing to resume is removed. A training holds a lock on its draft, so two proce
 write the same one. ``draft.json`` records the settings the training began with (their
 fingerprint, :func:`settings_of`), and the launch it belongs to when ``seqapp launch``
 started it (:data:`LAUNCH_ENV`), so a resume can refuse an edited config and a launch can
-find its own drafts. This module needs no TensorFlow: ``seqapp runs --drafts`` is instant.
+find its own drafts; and what the run's ``provenance.json`` keeps of its beginning (the
+versions, the command line), which :func:`publish` writes before draft.json goes. This
+module needs no TensorFlow: ``seqapp runs --drafts`` is instant.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from seqapp import __version__, faults, files
+from seqapp import __version__, faults, files, provenance
 from seqapp import config as config_mod
 from seqapp.config import Config
 from seqapp.errors import Interrupted, SeqappError  # Interrupted: drafts.Interrupted, as before
@@ -59,14 +61,8 @@ class Draft:
         return (self.path / STATE_FILE).exists()
 
     def lock(self) -> None:
-        handle = open(self.path / ".lock", "a+")  # noqa: SIM115 (held open: it is the lock)
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            raise SeqappError(f"{self.path} is being trained by another seqapp process; wait for it "
-                              "or stop it first") from None
-        self._lock = handle
+        self._lock = files.hold_lock(self.path / ".lock", f"{self.path} is being trained by another seqapp "
+                                     "process; wait for it or stop it first")
 
     def unlock(self) -> None:
         if self._lock is not None:
@@ -74,8 +70,10 @@ class Draft:
             self._lock = None
 
 
-def start(out: Path, cfg: Config, name: str | None) -> Draft:
-    """A new, locked draft for a training of ``cfg``, its config and name saved."""
+def start(out: Path, cfg: Config, name: str | None, origin: dict | None = None) -> Draft:
+    """A new, locked draft for a training of ``cfg``, its config and name saved, with what the run's
+    provenance keeps of its beginning (:func:`seqapp.provenance.began`: versions, command line, and
+    ``origin``, the run it repeats or fine-tunes)."""
     files.check_name(name)
     task_dir = task_folder(out, cfg.task)
     stem = f"{PREFIX}{time.strftime('%Y%m%d-%H%M%S')}{f'-{name}' if name else ''}-{os.getpid()}"
@@ -96,7 +94,8 @@ def start(out: Path, cfg: Config, name: str | None) -> Draft:
     files.write_json(path / INFO_FILE, {"name": name, "task": cfg.task, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                                        "seqapp": __version__, "settings": settings_of(cfg),
                                        "launch": os.environ.get(LAUNCH_ENV) or None,
-                                       "workers": cluster(os.environ.get("TF_CONFIG"))[0]})
+                                       "workers": cluster(os.environ.get("TF_CONFIG"))[0],
+                                       **provenance.began(origin)})
     config_mod.save(cfg, path / "config.yaml")
     return draft
 
@@ -246,14 +245,18 @@ def after_signal(draft: Draft, chief: bool) -> str:
     return f"interrupted; the training state of the last finished epoch is kept. resume with: {resume_command(kept)}"
 
 
-def publish(draft: Draft) -> Path:
+def publish(draft: Draft, data: list[dict] | None = None) -> Path:
     """Rename the finished draft into place as a run, then drop what only a training needs.
 
-    The draft, its training state included, takes its final name in one rename, to a name no
-    other folder holds (:func:`rename_free`); only then is the state deleted. A kill at any
-    moment leaves the resumable draft or the complete run (with the state left inside it, at
-    the ``publish`` fault point), never neither.
+    First what ``draft.json`` recorded when the training began (the versions, the command line)
+    goes into the run's ``provenance.json``, with the ``data`` files the training read
+    (:func:`seqapp.provenance.reading`): draft.json itself is a draft's, and goes. The draft,
+    its training state included, takes its final name in one rename, to a name no other
+    folder holds (:func:`rename_free`); only then is the state deleted. A kill at any moment
+    leaves the resumable draft or the complete run (with the state left inside it, at the
+    ``publish`` fault point), never neither.
     """
+    files.write_json(draft.path / provenance.FILE, provenance.record(info_problem(draft.path)[0], data))
     draft.final = rename_free(draft.path, draft.name)
     faults.point("publish")
     for leftover in (STATE_FILE, INFO_FILE, ".lock"):

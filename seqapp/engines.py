@@ -24,11 +24,16 @@ def check_engine(requested: str) -> None:
         raise SeqappError(f"--engine {requested!r} is not known; use {', '.join(ENGINES[:-1])} or {ENGINES[-1]}")
 
 
-def start_engine(task: Any, run: Run, requested: str) -> str:
-    """The engine ``task`` runs ``run`` on (the task decides what ``auto`` means for the run);
-    TensorFlow is started only when it is ``tf``."""
+def choose_engine(task: Any, run: Run, requested: str) -> str:
+    """The engine ``task`` runs ``run`` on (the task decides what ``auto`` means for the run), or a
+    SeqappError when ``requested`` cannot be had; nothing is started (cheap)."""
     check_engine(requested)
-    engine = task.engine(run, requested)
+    return task.engine(run, requested)
+
+
+def start_engine(task: Any, run: Run, requested: str) -> str:
+    """:func:`choose_engine`, then TensorFlow started when the engine is ``tf``."""
+    engine = choose_engine(task, run, requested)
     if engine == "tf":
         backend.start()
     return engine

@@ -7,6 +7,7 @@ clear error naming it. Nothing here knows what a run or a task is.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -42,6 +43,19 @@ def write_json(path: Path, value: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(finite(value), indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def hold_lock(path: Path, busy: str) -> Any:
+    """An open handle on ``path`` (made if absent) holding an exclusive lock on it, which lasts
+    until the handle is closed or the process ends; SeqappError(``busy``) when another
+    process holds it."""
+    handle = open(path, "a+")  # noqa: SIM115 (held open: it is the lock)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise SeqappError(busy) from None
+    return handle
 
 
 def check_name(name: str | None) -> None:

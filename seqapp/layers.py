@@ -8,8 +8,11 @@ Dropout is a separate ``Dropout`` layer after each recurrent layer (not the cell
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 if TYPE_CHECKING:
     import keras
@@ -67,6 +70,50 @@ def output_head(units: int, activation: str | None = None, name: str = "head") -
     import keras
 
     return keras.layers.Dense(units, activation=activation, dtype="float32", name=name)
+
+
+def output_layer(model: Any) -> Any:
+    """The model's output head: its last Dense layer (see :func:`output_head`)."""
+    import keras
+
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)][-1]
+
+
+_FEATURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def head_features(model: Any) -> Any:
+    """A model (made once per ``model``, sharing its layers) from ``model``'s inputs to what its
+    output head reads; with :func:`head_logits` it gives the logits a temperature divides,
+    from any saved model, without changing what it loads as."""
+    import keras
+
+    if model not in _FEATURES:
+        _FEATURES[model] = keras.Model(model.input, output_layer(model).input, name=f"{model.name}_features")
+    return _FEATURES[model]
+
+
+def head_logits(model: Any, features: Any) -> np.ndarray:
+    """The output head's pre-activation (logits, float64) for ``features`` from :func:`head_features`."""
+    head = output_layer(model)
+    return np.asarray(features, np.float64) @ np.asarray(head.kernel, np.float64) + np.asarray(head.bias, np.float64)
+
+
+def calibrated(model: Any, temperature: float) -> Any:
+    """``model`` with its logits divided by ``temperature`` before the head's sigmoid or softmax:
+    a callable like the model (inputs -> probabilities) for graphs that are traced (LiteRT,
+    SavedModel); ``model`` itself at temperature 1."""
+    import keras
+
+    if temperature == 1.0:
+        return model
+    head, features = output_layer(model), head_features(model)
+
+    def probabilities(inputs: Any, training: bool = False) -> Any:
+        x = keras.ops.cast(features(inputs, training=training), "float32")
+        return head.activation((keras.ops.matmul(x, head.kernel) + head.bias) / temperature)
+
+    return probabilities
 
 
 def is_recurrent(layer: Any) -> bool:

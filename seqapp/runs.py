@@ -1,15 +1,20 @@
-"""Run directories: create, save atomically, load, find the latest.
+"""Run directories: create, save atomically, load, find the latest, read the history, delete.
 
 A run lives in ``<out>/<task>/<YYYYmmdd-HHMMSS>[-name]/`` and holds ``model.keras``,
-``preprocessing.json``, ``config.yaml``, ``metrics.json``, ``history.csv`` and
-``plots/``. While training, everything is written into a hidden draft folder beside it
-(:mod:`seqapp.drafts`), renamed into place only when the run is complete: a killed process
-never leaves a half-written run where a good one stood, and never touches older runs.
+``preprocessing.json``, ``config.yaml``, ``metrics.json``, ``history.csv``, ``plots/`` and
+``provenance.json`` (:mod:`seqapp.provenance`). While training, everything is written into
+a hidden draft folder beside it (:mod:`seqapp.drafts`), renamed into place only when the run
+is complete: a killed process never leaves a half-written run where a good one stood, and
+never touches older runs.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
+import os
+import re
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +45,8 @@ SchemaOf = Callable[[str], Schema]
 log = logging.getLogger("seqapp")
 
 REQUIRED = ("model.keras", "preprocessing.json", "config.yaml")
+# A run folder's name: <YYYYmmdd-HHMMSS>[-name][-2] (drafts.rename_free, files.check_name).
+RUN_NAME = re.compile(r"\d{8}-\d{6}(-[A-Za-z0-9][A-Za-z0-9._-]*)?")
 
 
 @dataclass
@@ -169,3 +176,39 @@ def find(run_dir: Path | None, out: Path, read_config: ConfigReader, tasks: Sequ
     if tasks and run.task not in tasks:
         raise SeqappError(f"{run_dir} is a {run.task} run; this command needs a {' or '.join(tasks)} run")
     return run
+
+
+def read_history(path: Path) -> dict[str, list[float | None]]:
+    """A run's per-epoch history (``history.csv``) by column, the ``epoch`` column left out; an
+    empty cell (a value not logged that epoch) is None. A damaged file is one error naming it."""
+    csv_path = Path(path) / "history.csv"
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+        return {key: [float(row[key]) if row.get(key) not in (None, "") else None for row in rows]
+                for key in reader.fieldnames or [] if key != "epoch"}
+    except FileNotFoundError:
+        raise SeqappError(f"{path} has no history.csv; the run is damaged, train it again") from None
+    except (OSError, UnicodeDecodeError, ValueError, csv.Error) as exc:
+        raise SeqappError(f"{csv_path} cannot be read ({exc}); the run is damaged, train it again") from None
+
+
+def is_run_folder(path: Path) -> bool:
+    """True for a folder (not a link) named as a run, holding a run's required files: what
+    ``seqapp runs --delete`` may remove, damaged or not."""
+    path = Path(path)
+    return (not path.is_symlink() and path.is_dir() and RUN_NAME.fullmatch(path.name) is not None
+            and all((path / name).is_file() for name in REQUIRED))
+
+
+def remove(path: Path) -> None:
+    """Delete the run folder ``path``: first renamed to a hidden name (so a kill half-way never
+    leaves half a run that is listed), then removed."""
+    path = Path(path)
+    hidden = path.with_name(f".removing-{path.name}-{os.getpid()}")
+    try:
+        os.rename(path, hidden)
+    except OSError as exc:
+        raise SeqappError(f"cannot delete {path} ({exc.strerror or exc}); check the folder's permissions") from None
+    shutil.rmtree(hidden)

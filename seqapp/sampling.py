@@ -168,11 +168,12 @@ class StepFunction:
     seed or history (many steps) and later single steps reuse the same graph.
     """
 
-    def __init__(self, step_model: Any, input_spec: Any = None) -> None:
+    def __init__(self, step_model: Any, input_spec: Any = None, jit_compile: bool = True) -> None:
         import tensorflow as tf
 
         input_spec = input_spec or tf.TensorSpec([None, None], tf.int32)
         self.step_model = step_model
+        self.jit_compile = jit_compile  # the samplers' XLA: off, a first call is ~1 s cheaper and later ones slower
         self.state_shapes = [int(state.shape[-1]) for state in step_model.inputs[1:]]
         self.dtype = input_spec.dtype.as_numpy_dtype
         signature = [input_spec] + [tf.TensorSpec([None, size], tf.float32) for size in self.state_shapes]
@@ -218,7 +219,7 @@ class StepFunction:
 
         step_model = self.step_model
 
-        @tf.function(jit_compile=True)
+        @tf.function(jit_compile=self.jit_compile)
         def run(logits: Any, states: list, seed: Any, start: Any) -> tuple:
             ids_out = tf.TensorArray(tf.int32, size=chunk)
             for i in tf.range(chunk):

@@ -33,7 +33,7 @@ from seqapp.errors import SeqappError
 from seqapp.serve_batching import pull_text
 from seqapp.serve_guard import Gate
 from seqapp.serve_metrics import CONTENT_TYPE, exposition
-from seqapp.serve_service import GENERATE_LENGTH, MAX_BEAM, Exposure, Limits, Service, without_paths
+from seqapp.serve_service import GENERATE_LENGTH, MAX_BEAM, MAX_HISTORY, Exposure, Limits, Service, without_paths
 
 log = logging.getLogger("seqapp")
 GENERATE_OPTIONS = {"length": int, "temperature": float, "top_k": int, "top_p": float, "random_seed": int,
@@ -263,9 +263,13 @@ def check_fields(body: dict, fields: tuple[str, ...], route: str) -> None:
 
 
 def predict_request(body: dict, service: Service) -> tuple[list[str], dict]:
-    """The inputs and options of a ``/predict`` body, checked as ``seqapp predict`` checks them."""
-    check_fields(body, ("inputs", "options"), "POST /predict")
+    """The inputs and options of a ``/predict`` body, checked as ``seqapp predict`` checks them; a
+    series run's ``history`` (the numbers to forecast from) becomes the ``history`` option."""
+    check_fields(body, ("inputs", "options", "history") if service.task.takes_history else ("inputs", "options"),
+                 "POST /predict")
     options = parse_options(body.get("options"), service.predict_options, service.limits, service.run.task)
+    if body.get("history") is not None:
+        options["history"] = history_values(body["history"])
     if "inputs" not in body and service.needs_inputs:
         raise ApiError(400, '"inputs" is missing; send {"inputs": ["a text", ...]}')
     inputs = text_list(body.get("inputs", []), service.limits)
@@ -280,6 +284,22 @@ def predict_request(body: dict, service: Service) -> tuple[list[str], dict]:
     except SeqappError as exc:
         raise ApiError(400, api_wording(str(exc), service.predict_options)) from None
     return inputs, options
+
+
+def history_values(value: Any) -> list[float]:
+    """A ``/predict`` ``history``: a list of at most :data:`MAX_HISTORY` numbers, oldest first (how many
+    the run needs is the task's check)."""
+    if not isinstance(value, list):
+        raise ApiError(400, f'"history" must be a list of numbers, oldest first, not {json_type(value)}')
+    if len(value) > MAX_HISTORY:
+        raise ApiError(413, f'"history" has {len(value)} values; this server takes at most {MAX_HISTORY} (the '
+                            "model reads only the last window of them)")
+    for i, number in enumerate(value):
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise ApiError(400, f"history[{i}] is {json_type(number)}; each value must be a number")
+        if not abs(number) <= sys.float_info.max:  # an integer beyond float range
+            raise ApiError(400, f"history[{i}] is too large a number; give values within the range of a float")
+    return [float(number) for number in value]
 
 
 def text_list(value: Any, limits: Limits) -> list[str]:
@@ -409,7 +429,9 @@ def api_wording(message: str, names: Any) -> str:
 PREDICT_DOC = {"requestBody": {"required": True, "content": {"application/json": {
     "schema": {"type": "object", "properties": {
         "inputs": {"type": "array", "items": {"type": "string"}, "description": "Texts (none for a sine run)."},
-        "options": {"type": "object", "description": "The run's predict options (GET /info: predict_options)."}}},
+        "options": {"type": "object", "description": "The run's predict options (GET /info: predict_options)."},
+        "history": {"type": "array", "items": {"type": "number"}, "description": (
+            "A sine run: the values to forecast from, oldest first (default: the run's own series).")}}},
     "example": {"inputs": ["what a lovely film"], "options": {}}}}},
     "responses": {"200": {"description": '{"outputs": [one record per input]}'},
                   "400": {"description": '{"error": "what is wrong"}'}}}

@@ -22,6 +22,7 @@ from seqapp.errors import SeqappError
 
 OPTION_TYPES = (bool, int, float, str)  # predict options a request may set (not paths: no files written)
 MAX_BEAM = 16  # widest beam a request may ask for: a wider one would hold the model thread for seconds
+MAX_HISTORY = 100_000  # most values in a series run's /predict history (the model reads only its last window)
 GENERATE_LENGTH = 300  # the /generate length when none is given, as for 'seqapp generate'
 # an absolute path inside a text: "/" not after a word, a point, a colon or another "/" (so not in a URL
 # or a fraction), then folders; the last part (the file or folder name) is what is kept
@@ -130,8 +131,10 @@ class Service:
             "run": str(self.run.path) if paths else self.run.path.name, "engine": self.engine,
             "config": self.run.config.to_dict(), "metrics": self.metrics, "vocabulary_size": vocabulary_sizes(prep),
             "predict_options": {name: kind.__name__ for name, kind in self.predict_options.items()},
-            "takes_inputs": self.takes_inputs, "generates": self.task.generates,
-            "limits": {**asdict(self.limits), "max_beam": MAX_BEAM, "max_body_bytes": self.limits.max_body_bytes},
+            "takes_inputs": self.takes_inputs, "takes_history": self.task.takes_history,
+            "generates": self.task.generates,
+            "limits": {**asdict(self.limits), "max_beam": MAX_BEAM, "max_history": MAX_HISTORY,
+                       "max_body_bytes": self.limits.max_body_bytes},
             "batching": {"enabled": self.batcher.enabled, "wait_ms": self.batcher.wait_s * 1000,
                          "max_batch": self.batcher.max_batch},
             "load_seconds": round(self.load_seconds, 3),

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from seqapp import drafts, faults, files
+from seqapp import drafts, faults, files, finetune, provenance
 from seqapp.config import Config, TrainConfig
 from seqapp.errors import SeqappError
 from seqapp.pipeline import data_epoch, optimizer, set_seed
@@ -130,36 +131,51 @@ class Prepared:
     train_ds: Any
     val_ds: Any
     plan: Any = None
+    data: list = field(default_factory=list)  # the data files read, for provenance.json (provenance.reading)
 
 
-def prepare(cfg: Config, plan: Any = None) -> Prepared:
+def prepare(cfg: Config, plan: Any = None, base: Run | None = None) -> Prepared:
     """Seed, read and split the data, fit the preprocessing, build the model and pipelines.
 
     The first half of :func:`train`; benchmarks and tests that time or inspect training
     call it instead of repeating the steps. Under a ``plan`` (:mod:`seqapp.distribute`)
     the model, optimizer and metrics are made in the strategy's scope and the pipelines
     are batched by the global batch (``train.batch_size`` per replica); every worker
-    splits the data the same way, as the split depends on the data and seed only.
+    splits the data the same way, as the split depends on the data and seed only. With a
+    ``base`` run (``train --from``, :mod:`seqapp.finetune`), its preprocessing and trained
+    weights are the start.
     """
     import dataclasses
 
     task = get_task(cfg.task)()
     set_seed(cfg.train.random_seed)
-    splits = task.load_data(cfg)
+    with provenance.reading() as data:
+        splits = task.load_data(cfg)
     prep = {"task": cfg.task, **task.fit_preprocessing(cfg, splits)}  # the task: a check against a foreign config
+    if base is not None:
+        prep = {"task": cfg.task, **finetune.carried_preprocessing(base, prep)}
+        prep.pop("calibration", None)  # the base's temperature fits the base: train.calibrate fits a new one
     if plan is None or plan.mode == "none":
-        model = accelerated(build_model(task, cfg, prep), cfg)
+        model = accelerated(started_model(task, cfg, prep, base), cfg)
         train_ds, val_ds = task.datasets(cfg, prep, splits)
         compile_model(model, task, cfg, prep, batches_per_epoch(train_ds))
-        return Prepared(task, splits, prep, model, train_ds, val_ds, plan)
+        return Prepared(task, splits, prep, model, train_ds, val_ds, plan, data)
     with plan.strategy.scope():
-        model = accelerated(build_model(task, cfg, prep), cfg)
+        model = accelerated(started_model(task, cfg, prep, base), cfg)
     global_batch = cfg.train.batch_size * plan.replicas
     train_ds, val_ds = task.datasets(dataclasses.replace(cfg, train=dataclasses.replace(
         cfg.train, batch_size=global_batch)), prep, splits)
     with plan.strategy.scope():
         compile_model(model, task, cfg, prep, batches_per_epoch(train_ds))
-    return Prepared(task, splits, prep, model, train_ds, val_ds, plan)
+    return Prepared(task, splits, prep, model, train_ds, val_ds, plan, data)
+
+
+def started_model(task: Task, cfg: Config, prep: dict, base: Run | None) -> Any:
+    """:func:`build_model`, with the trained weights of ``base`` when there is one (``train --from``)."""
+    model = build_model(task, cfg, prep)
+    if base is not None:
+        finetune.start_from(model, base, cfg)
+    return model
 
 
 def compile_model(model: Any, task: Task, cfg: Config, prep: dict, batches: int) -> None:
@@ -213,8 +229,11 @@ def build_model(task: Task, cfg: Config, prep: dict) -> Any:
 
 
 def train(cfg: Config, out: Path, name: str | None = None, verbose: int | None = None,
-          log: Callable[[str], None] = print) -> Run:
+          log: Callable[[str], None] = print, origin: dict | None = None) -> Run:
     """Train a run for ``cfg`` and save it under ``out``; return the published Run.
+
+    ``origin`` names the run this one repeats (``{"like": RUN}``) or fine-tunes (``{"from": RUN}``,
+    whose preprocessing and weights it starts from): recorded in the run's provenance.
 
     Ctrl-C or SIGTERM saves the training state and raises :class:`seqapp.drafts.Interrupted`
     (its ``draft`` names the folder to resume). Under ``train.distribute`` with several
@@ -229,7 +248,7 @@ def train(cfg: Config, out: Path, name: str | None = None, verbose: int | None =
         plan = distribute.plan(cfg.train.distribute, cfg.train.peer_wait_s)  # first: before any other TF work
         home = drafts.worker_home(out, plan.index) if plan.index else out
         try:
-            return run_draft(drafts.start(home, cfg, name), cfg, guard, verbose, log, plan)
+            return run_draft(drafts.start(home, cfg, name, origin), cfg, guard, verbose, log, plan)
         finally:
             if plan.index:  # a worker's backup folders go when nothing is left in them to resume
                 drafts.tidy_home(home / cfg.task)
@@ -265,7 +284,7 @@ def run_draft(draft: drafts.Draft, cfg: Config, guard: Any, verbose: int | None,
 
     chief = plan is None or plan.chief
     with distribute.watchdog.watching(lambda: drafts.after_signal(draft, chief)), drafts.training(draft):
-        ready = prepare(cfg, plan)
+        ready = prepare(cfg, plan, finetune.base_of(drafts.info_problem(draft.path)[0]))
         keep_preprocessing(draft.path, ready.preprocessing)
         state = checkpoint.load(draft.path)
         if state is None:
@@ -277,15 +296,31 @@ def run_draft(draft: drafts.Draft, cfg: Config, guard: Any, verbose: int | None,
             log(f"devices: {', '.join(plan.devices())} ({plan.mode}, {plan.replicas} replica(s))")
         if plan is not None and plan.mode == "multi_worker":
             distribute.check_agreement(plan, state.epoch if state else 0)
-        history = fit(ready.model, ready.train_ds, ready.val_ds, cfg.train, draft.path, verbose, state, guard, plan)
+        state = state or checkpoint.State()  # fit's, whose history the TensorBoard log reads
+        with epoch_logs(ready, cfg, draft.path, state, chief) as logs:
+            history = fit(ready.model, ready.train_ds, ready.val_ds, cfg.train, draft.path, verbose, state, guard,
+                          plan, logs)
         write_digest(ready.model, history, plan)
         if plan is not None and not plan.chief:
             log(f"worker {plan.index} of {plan.workers}: trained; worker 0 saves the run")
             drafts.remove_backup(draft.path)
             return Run(path=draft.path, config=cfg, preprocessing=ready.preprocessing, _model=ready.model)
         run = finish(ready, cfg, draft.path, history)
-        run.path = drafts.publish(draft)
+        run.path = drafts.publish(draft, ready.data)
     return run
+
+
+def epoch_logs(ready: Prepared, cfg: Config, folder: Path, state: Any, chief: bool) -> Any:
+    """``train.tensorboard``: a context giving the callbacks that write the epochs' TensorBoard logs
+    in ``folder`` (:mod:`seqapp.tensorboard_log`), on the chief only; no callbacks otherwise."""
+    import contextlib
+
+    if not (cfg.train.tensorboard and chief):
+        return contextlib.nullcontext([])
+    from seqapp import tensorboard_log
+
+    sample = ready.task.epoch_sample(cfg, ready.preprocessing, ready.splits)
+    return tensorboard_log.writing(folder, state.history, sample)
 
 
 def keep_preprocessing(folder: Path, prep: dict) -> None:
@@ -294,7 +329,10 @@ def keep_preprocessing(folder: Path, prep: dict) -> None:
     if not path.exists():
         files.write_json(path, prep)
         return
-    if files.read_json(path) != json.loads(json.dumps(files.finite(prep))):
+    saved = files.read_json(path)
+    if isinstance(saved, dict):
+        saved.pop("calibration", None)  # written after training (finish), and again when it finishes now
+    if saved != json.loads(json.dumps(files.finite(prep))):
         raise SeqappError(f"the training data changed since this training began ({path} differs); "
                           "start a new training", resumable=False)
 
@@ -311,6 +349,8 @@ def finish(ready: Prepared, cfg: Config, folder: Path, history: dict) -> Run:
     save_model(ready.model, folder / "model.keras")
     faults.point("final_save")
     run = Run(path=folder, config=cfg, preprocessing=ready.preprocessing, _model=ready.model)
+    if cfg.train.calibrate:  # before the LiteRT graphs and the metrics, which both use the temperature
+        calibrate(ready, run, folder)
     if cfg.train.litert:  # fast inference graphs (LiteRT), where the task has them
         ready.task.export(float32_twin(ready, run), folder)
     metrics = ready.task.evaluate(run, ready.splits)
@@ -318,6 +358,17 @@ def finish(ready: Prepared, cfg: Config, folder: Path, history: dict) -> Run:
     files.write_json(folder / "metrics.json", metrics)
     write_plots(ready.task, run, ready.splits, history, folder / "plots")
     return run
+
+
+def calibrate(ready: Prepared, run: Run, folder: Path) -> None:
+    """``train.calibrate``: the task's ``calibration`` entry (a temperature fitted on the validation
+    split) into the run's preprocessing.json; a warning when there was nothing to fit it on."""
+    found = ready.task.calibrate(run, ready.splits)
+    if found is None:
+        logging.getLogger("seqapp").warning("no validation examples to calibrate on; the run is not calibrated")
+        return
+    ready.preprocessing["calibration"] = found
+    files.write_json(folder / "preprocessing.json", ready.preprocessing)
 
 
 def float32_twin(ready: Prepared, run: Run) -> Run:

@@ -214,9 +214,9 @@ CASES = [
     # evaluate, runs, config
     (["evaluate", "--out", "{tmp}/none"], "no run found", True),
     (["evaluate", "--run", "{files}/missing-run"], "does not exist", True),
-    (["evaluate", "--run", "{bad}/garbage"], "cannot be loaded as a Keras model", False),
-    (["evaluate", "--run", "{bad}/truncated", "--json"], "cannot be loaded as a Keras model", False),
-    (["evaluate", "--run", "{bad}/lambda"], "Lambda layer", False),
+    (["evaluate", "--run", "{bad}/garbage", "--engine", "tf"], "cannot be loaded as a Keras model", False),
+    (["evaluate", "--run", "{bad}/truncated", "--json", "--engine", "tf"], "cannot be loaded as a Keras model", False),
+    (["evaluate", "--run", "{bad}/lambda", "--engine", "tf"], "Lambda layer", False),
     (["runs", "--task", "textgne", "--out", "{out}"], "unknown task 'textgne'", True),
     (["config", "show", "textgne"], "did you mean textgen", True),
     (["config", "show", "textgen", "--set", "model.units=-1"], "out of range", True),

@@ -6,8 +6,9 @@
 - ``process``: every command block (a ```bash fence) of README.md and of each docs/*.md page
   runs, block after block, in a temporary folder of its own with ``SEQAPP_RUNS`` inside it,
   so ``generate``, ``evaluate`` and ``predict`` find the runs that the page trained. Each
-  ``seqapp train TEMPLATE`` gets its task's ``tiny`` settings, no XLA and ``--epochs 1``; data files
-  the examples name are made there from the bundled data; a dated run folder in an example
+  ``seqapp train TEMPLATE`` (and ``seqapp tune TEMPLATE``) gets its task's ``tiny`` settings, no XLA and
+  ``--epochs 1`` (a search, ``--trials 2``); data files the examples name are made there from the
+  bundled data; a dated run folder in an example
   (``runs/textgen/20261125-130802``) stands for the newest run of that task; ``seqapp
   serve`` runs in the background on a free port, which the page's ``curl`` lines then use.
   A command made only of ``seqapp`` calls runs in the test process (TensorFlow loads once, not
@@ -47,6 +48,8 @@ EXEMPT = {
     r"^pip install": "installs packages (the CUDA extra `.[cuda]` among them); the tests run in the installed "
                      "environment",
     r"^python -m pytest": "the test suite itself, which runs these tests",
+    r"^tensorboard ": "TensorBoard's server runs until stopped (the tensorboard extra); tests/test_tensorboard.py "
+                      "reads the logs with its reader",
     r"^\.ci/run": "CI: the linter, every test suite and the short benchmark",
     r"^TF_CONFIG=": "the two-host recipe: needs hosts a and b",
     r"^docker run": "needs Docker and the TensorFlow Serving image",
@@ -209,15 +212,17 @@ def tiny_arguments(words: list[str], cwd: Path) -> list[str]:
     from seqapp.tasks import REGISTRY, load_config
 
     words = [word for word in words if not re.match(r"^[A-Z_]+=", word)]  # VAR=value prefixes
-    if words[:1] != ["seqapp"] or "train" not in words:
+    command = next((word for word in ("train", "tune") if word in words), None)  # a search trains runs too
+    if words[:1] != ["seqapp"] or command is None:
         return []
-    after = words[words.index("train") + 1:]
+    after = words[words.index(command) + 1:]
     if not after or after[0].startswith("-"):
         return []  # --resume and friends keep their saved settings
     template = str(cwd / after[0]) if (cwd / after[0]).exists() else after[0]
     task = REGISTRY[load_config(template).task]
     tiny = [*task.tiny.get("set", []), "train.jit_compile=false"]  # XLA's compile costs more than a tiny run saves
-    return [*(arg for value in tiny for arg in ("--set", value)), "--epochs", "1"]
+    trials = ["--trials", "2"] if command == "tune" else []  # the last --trials given counts: two trials show a search
+    return [*(arg for value in tiny for arg in ("--set", value)), "--epochs", "1", *trials]
 
 
 def with_tiny_settings(command: str, cwd: Path) -> str:

@@ -342,6 +342,68 @@ LITERT_CHECKS = {"sentiment": check_sentiment_litert, "sine": check_sine_litert,
                  "tagging": check_tagging_litert}
 
 
+# -- calibrated runs: the temperature is in the graphs ----------------------------------------
+
+
+def calibrated_copy(run: runs.Run, into: Path, temperature: float) -> runs.Run:
+    """A copy of ``run`` at ``temperature``, as training with ``train.calibrate`` leaves it."""
+    from conftest import copy_run
+
+    from seqapp import files
+
+    copy = copy_run(run, into)
+    prep = json.loads((copy.path / "preprocessing.json").read_text(encoding="utf-8"))
+    files.write_json(copy.path / "preprocessing.json", {**prep, "calibration": {"temperature": temperature}})
+    return load_run(copy.path)
+
+
+def test_calibrated_sentiment_exports_give_predict_probabilities(exported, cli, tmp_path):
+    """SavedModel and LiteRT exports of a calibrated run divide the logits by its temperature, as predict does."""
+    import tensorflow as tf
+
+    from seqapp.tasks.sentiment import class_probabilities
+
+    _, trained = exported
+    run = calibrated_copy(trained["sentiment"], tmp_path / "runs", 2.5)
+    expected = class_probabilities(run, TEXTS)
+    assert np.abs(expected - class_probabilities(trained["sentiment"], TEXTS)).max() > 1e-4  # the temperature shows
+    for fmt in ("saved_model", "litert"):
+        result = cli("export", "--run", run.path, "--to", tmp_path / fmt, "--format", fmt)
+        assert result.exit_code == 0, result.output
+    readme = (tmp_path / "saved_model" / "sentiment" / "README.md").read_text(encoding="utf-8")
+    assert "divided by the temperature 2.5" in readme
+    serve = tf.saved_model.load(str(tmp_path / "saved_model" / "sentiment" / "1")).signatures["serving_default"]
+    answer = serve(texts=tf.constant(TEXTS))
+    np.testing.assert_allclose(answer["probabilities"].numpy(), expected, atol=1e-5, rtol=0)
+    shown = cli("predict", "--run", run.path, "--json", "--engine", "tf", *TEXTS)
+    assert [label.decode() for label in answer["labels"].numpy()] == [
+        json.loads(line)["label"] for line in shown.stdout.splitlines()]
+    graph = litert.Graph(tmp_path / "litert" / "sentiment" / "1" / "model.tflite")
+    check_sentiment_litert(run, graph)  # probabilities within 1e-5 of class_probabilities, temperature included
+    assert "divided by the temperature 2.5" in (tmp_path / "litert" / "sentiment" / "README.md").read_text("utf-8")
+
+
+def test_calibrated_tagging_litert_export_scales_the_probabilities_and_keeps_the_tags(exported, cli, tmp_path):
+    from seqapp.tasks.tagging import tag_probabilities
+    from seqapp.tasks.tagging_data import Encoder, split_tokens
+
+    _, trained = exported
+    run = calibrated_copy(trained["tagging"], tmp_path / "runs", 0.4)
+    result = cli("export", "--run", run.path, "--to", tmp_path / "litert", "--format", "litert")
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "litert" / "tagging" / "1"
+    signature = json.loads((folder / "signature.json").read_text(encoding="utf-8"))
+    graph = litert.Graph(folder / "model.tflite", [tensor["name"] for tensor in signature["outputs"]])
+    token_lists = [split_tokens(text) for text in SENTENCES if text]
+    plain = tag_probabilities(trained["tagging"], token_lists)
+    for tokens, expected, before in zip(token_lists, tag_probabilities(run, token_lists), plain):
+        features = {key: value[None] for key, value in Encoder(run.preprocessing).features(tokens).items()}
+        np.testing.assert_allclose(graph(features)[0][0], expected, atol=1e-5, rtol=0)
+        np.testing.assert_array_equal(expected.argmax(axis=-1), before.argmax(axis=-1))
+    assert max(np.abs(new - old).max() for new, old in zip(tag_probabilities(run, token_lists), plain)) > 1e-3
+    assert "divided by the temperature 0.4" in (tmp_path / "litert" / "tagging" / "README.md").read_text("utf-8")
+
+
 # -- refusals: one line, exit 2, nothing written -----------------------------------------
 
 

@@ -122,7 +122,8 @@ def test_a_name_taken_while_publishing_keeps_both_runs(tmp_path, monkeypatch):
     assert final == other.with_name(f"{other.name}-2") and other.name.endswith("-same")
     assert (other / "model.keras").read_bytes() == b"the other run"
     assert (final / "model.keras").read_bytes() == b"this run"
-    assert sorted(path.name for path in final.iterdir()) == ["config.yaml", "model.keras", "preprocessing.json"]
+    assert sorted(path.name for path in final.iterdir()) == ["config.yaml", "model.keras", "preprocessing.json",
+                                                             "provenance.json"]
     assert drafts.find(tmp_path) == []
 
 

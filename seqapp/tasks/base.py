@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from seqapp.config import Config, ModelConfig
 from seqapp.errors import SeqappError
-from seqapp.files import FLAG, INTEGER, NUMBER, TEXT, list_of, nullable, one_of
+from seqapp.files import FLAG, INTEGER, NUMBER, TEXT, Kind, is_number, list_of, nullable, one_of
 from seqapp.runs import Schema
 from seqapp.text import LEVELS, SPECIALS, SUBWORD_MODELS
 
@@ -54,6 +54,8 @@ TOKENIZER_FIELDS = {"level": one_of(*LEVELS), "lower?": FLAG, "strip_punctuation
                     "vocab": list_of(TEXT, least=len(SPECIALS)),
                     "subword_model?": one_of(*SUBWORD_MODELS), "sentencepiece?": TEXT}
 METRIC = nullable(NUMBER)  # a figure in metrics.json: NaN and infinities were saved as null
+# What train.calibrate adds to preprocessing.json (Task.calibrate); runs without it are at temperature 1.
+CALIBRATION_FIELDS = {"temperature": Kind("a number > 0", lambda value: is_number(value) and value > 0)}
 
 
 def split_metrics(figures: dict) -> dict:
@@ -88,6 +90,9 @@ class Splits:
     train: Any
     val: Any
     test: Any
+    # The file ``seqapp evaluate --data`` read as the test split (all of it); None: the run's own
+    # data. ``train`` then holds the run's training split where its baselines need one (or is empty).
+    source: str | None = None
 
 
 class Task:
@@ -110,6 +115,13 @@ class Task:
     # ``--set`` overrides for the task's own template, ``inputs`` some predict inputs,
     # ``options`` predict options that make the output deterministic.
     tiny: ClassVar[dict] = {}
+    # True for tasks whose model ends in class probabilities that ``train.calibrate`` can
+    # scale (see :meth:`calibrate`); the config of any other task refuses the setting.
+    calibrates: ClassVar[bool] = False
+    # True for tasks whose ``predict`` forecasts from a history of numbers: ``seqapp predict
+    # --data FILE`` and the ``history`` of ``seqapp serve``'s ``/predict`` reach it as the
+    # ``history`` keyword (a list of numbers, checked by :meth:`check_run_options`).
+    takes_history: ClassVar[bool] = False
 
     @classmethod
     def validate_config(cls, cfg: Config) -> None:
@@ -153,9 +165,28 @@ class Task:
         """The training and validation ``tf.data`` pipelines (validation may be None)."""
         raise NotImplementedError
 
-    def evaluate(self, run: Run, splits: Splits) -> dict:
-        """Metrics on the held-out split, with a naive baseline beside them."""
+    def evaluate(self, run: Run, splits: Splits, engine: str = "tf", errors: int = 0) -> dict:
+        """Metrics on the held-out split, with a naive baseline beside them, computed on
+        ``engine`` (``tf``, or ``litert`` where :meth:`engine` allows it: the same figures without
+        TensorFlow). With ``errors`` above 0 the result also holds ``worst``: that many of the
+        main split's worst-scored examples, worst first (records :meth:`format_worst` shows)."""
         raise NotImplementedError
+
+    def new_data(self, run: Run, path: Path) -> Splits:
+        """``seqapp evaluate --data PATH``: the whole file as the test split, read the way the
+        run's config reads its data (columns, format, labels it knows), without TensorFlow;
+        ``source`` names the file. A file the run cannot be scored on is a SeqappError."""
+        raise SeqappError(f"{self.name} runs cannot be evaluated on new data yet; drop --data")
+
+    def format_worst(self, records: list[dict]) -> list[str]:
+        """Human-readable lines for the ``worst`` records of :meth:`evaluate` (``--errors N``)."""
+        return [", ".join(f"{key} {value}" for key, value in record.items()) for record in records]
+
+    def calibrate(self, run: Run, splits: Splits) -> dict | None:
+        """``train.calibrate`` (tasks with ``calibrates``): right after training, the run's
+        ``calibration`` entry of preprocessing.json (a temperature fitted on the validation
+        split, see :func:`temperature`), or None when there is nothing to fit it on."""
+        raise NotImplementedError(f"{self.name} runs cannot be calibrated")
 
     def check_inputs(self, inputs: list[str], **opts: Any) -> None:
         """Refuse inputs or predict options that cannot work (SeqappError), cheaply: the CLI
@@ -204,6 +235,12 @@ class Task:
     def plots(self, run: Run, splits: Splits, folder: Any) -> None:
         """Write task-specific plots into ``folder`` (learning curves are written for all)."""
 
+    def epoch_sample(self, cfg: Config, prep: dict, splits: Splits) -> Callable[[Any], str] | None:
+        """What a training shows in TensorBoard's text tab after each epoch: a function of the
+        model being trained that returns Markdown (built once, before the first epoch; it must
+        leave the model untouched and take a fraction of a second), or None for nothing."""
+        return None
+
 
 def cut_notes(lengths: list[int], max_len: int, done: str, hint: str = "") -> list[str | None]:
     """Per input, a note when it has more than ``max_len`` tokens and only its first ``max_len``
@@ -222,6 +259,12 @@ def cut_notes(lengths: list[int], max_len: int, done: str, hint: str = "") -> li
         log.warning(f"{len(cut)} of {len(lengths)} inputs have more than the run's max_len of {max_len} tokens (the "
                     f"longest {max(cut)}): only the first {max_len} of each are {done}{hint}")
     return notes
+
+
+def temperature(preprocessing: dict) -> float:
+    """The temperature a calibrated run divides its logits by; 1.0 for a run trained without
+    ``train.calibrate`` (older runs included)."""
+    return float(preprocessing.get("calibration", {}).get("temperature", 1.0))
 
 
 def figure(value: float | None, spec: str) -> str:
@@ -253,3 +296,19 @@ def held_out(splits: Splits) -> dict[str, Any]:
 def main_split(metrics: dict) -> str | None:
     """The split a run is judged on: test if present, else val, else train."""
     return next((split for split in ("test", "val", "train") if split in metrics), None)
+
+
+def worst_first(scores: Iterable[float], count: int) -> list[int]:
+    """The indices of the ``count`` highest ``scores``, highest first (equal scores in their order)."""
+    found = list(scores)
+    return sorted(range(len(found)), key=lambda i: -found[i])[:count]
+
+
+def training_part(task: Task, run: Run, needed_for: str) -> Any | None:
+    """``seqapp evaluate --data``: the run's own training split, read with its config, for what is
+    fitted on it (``needed_for``: a baseline); None, with a warning, when that data cannot be read."""
+    try:
+        return task.load_data(run.config).train
+    except SeqappError as exc:
+        log.warning(f"the run's training data cannot be read ({exc}), so {needed_for} is left out")
+        return None

@@ -27,7 +27,7 @@ from seqapp.errors import SeqappError
 from seqapp.files import COUNT, FLAG, INTEGER, NUMBER, TEXT, list_of, nullable, one_of
 from seqapp.plots import pyplot, save_figure
 from seqapp.sampling import StepFunction
-from seqapp.tasks.base import JSON_OUTPUT, METRIC, RANDOM_SEED, Objective, PredictOption, Task, figure
+from seqapp.tasks.base import JSON_OUTPUT, METRIC, RANDOM_SEED, Objective, PredictOption, Task, figure, worst_first
 from seqapp.tasks.regression_model import series_model
 from seqapp.tasks.series_data import (
     SeriesSplits,
@@ -38,10 +38,12 @@ from seqapp.tasks.series_data import (
     from_model,
     model_values,
     read_csv_series,
+    read_history,
     split_ranges,
     split_targets,
     split_windows,
     synthetic_series,
+    target_places,
     window_starts,
 )
 
@@ -59,7 +61,11 @@ class Sine(Task):
         PredictOption("plot", Path, "Write a PNG plot of the history and the forecast here."),
         RANDOM_SEED,
         JSON_OUTPUT,
+        PredictOption("data", Path, "Forecast from the end of this history instead of the run's own series: a "
+                                    "CSV file read with the run's column rules, or numbers one per line; '-' "
+                                    "reads stdin."),
     )
+    takes_history: ClassVar[bool] = True
     preprocessing_fields: ClassVar[dict] = {
         "mean": NUMBER, "std": NUMBER, "window": COUNT, "horizon": COUNT, "target": one_of("next", "sequence"),
         "difference?": FLAG, "periods": list_of(nullable(INTEGER)), "name": TEXT, "synthetic": FLAG}
@@ -142,29 +148,61 @@ class Sine(Task):
         return Objective(loss="mse", metrics=["mae"])
 
     # -- evaluation -------------------------------------------------------------------
-    def evaluate(self, run: Any, splits: SeriesSplits) -> dict:
-        """MSE / MAE / RMSE in original units beside naive baselines (and the noise floor)."""
+    def evaluate(self, run: Any, splits: SeriesSplits, engine: str = "tf", errors: int = 0) -> dict:
+        """MSE / MAE / RMSE in original units beside naive baselines (and the noise floor); the
+        ``errors`` windows of the main split whose forecast has the largest squared error."""
         prep = run.preprocessing
-        metrics: dict[str, Any] = {"units": f"original units of {prep['name']}", "horizon": prep["horizon"]}
+        if splits.periods is not None:  # new data: its own seasonal period
+            prep = {**prep, "periods": splits.periods}
+        metrics: dict[str, Any] = {"units": f"original units of {splits.name or prep['name']}",
+                                   "horizon": prep["horizon"]}
+        worst: list[dict] = []
         for split in ("val", "test"):
             targets = split_targets(splits, getattr(splits, split), prep)
             if not len(targets.y):
                 continue
-            metrics[split] = error_figures(predict_windows(run, targets.x, targets.last_value[:, 0]), targets.y)
+            predicted = predict_windows(run, targets.x, targets.last_value[:, 0])
+            metrics[split] = error_figures(predicted, targets.y)
+            if errors:
+                worst = worst_windows(splits, target_places(splits, getattr(splits, split), prep), predicted,
+                                      targets.y, errors)
             metrics.setdefault("baseline_last_value", {})[split] = error_figures(targets.last_value, targets.y)
             if targets.seasonal is not None:
                 metrics.setdefault("baseline_seasonal", {})[split] = error_figures(targets.seasonal, targets.y)
             if targets.clean is not None:
                 metrics.setdefault("noise_realised", {})[split] = error_figures(targets.clean, targets.y)
         metrics["seasonal_period"] = describe_periods(prep["periods"])
-        if prep["synthetic"]:
+        if prep["synthetic"] and not splits.source:
             sd = run.config.data.noise_sd
             metrics["noise_floor"] = {"mse": sd**2, "mae": sd * math.sqrt(2 / math.pi), "rmse": sd}
             if "test" in metrics and sd > 0:
                 metrics["test_mse_over_noise_floor"] = round(metrics["test"]["mse"] / sd**2, 4)
         metrics["points"] = {split: int(sum(end - begin for begin, end in getattr(splits, split)))
-                             for split in ("train", "val", "test")}
-        return metrics
+                             for split in (("test",) if splits.source else ("train", "val", "test"))}
+        return {**metrics, "worst": worst} if errors else metrics
+
+    def new_data(self, run: Any, path: Path) -> SeriesSplits:
+        """The CSV column the run's rules choose (data.column, else the last numeric one) as one series,
+        all of it the test split; its seasonal period is data.period, else detected on it."""
+        data, prep = run.config.data, run.preprocessing
+        values, dates, name = read_csv_series(path, data.column, data.date_column)
+        needed = prep["window"] + prep["horizon"] + bool(prep.get("difference"))
+        if len(values) < needed:
+            raise SeqappError(f"{path} has {len(values)} values, too few for one window: the run reads "
+                              f"{prep['window']} values{' (as changes, one more)' if prep.get('difference') else ''} "
+                              f"and forecasts {prep['horizon']}; give at least {needed} values")
+        n = len(values)
+        return SeriesSplits(train=[(0, 0)], val=[(0, 0)], test=[(0, n)], series=[values], dates=dates, name=name,
+                            source=str(path), periods=[data.period or detect_period(values)])
+
+    def format_worst(self, records: list[dict]) -> list[str]:
+        lines = []
+        for record in records:
+            where = f"series {record['series']} " if "series" in record else ""
+            truth = " ".join(f"{value:.5g}" for value in record["truth"])
+            forecast = " ".join(f"{value:.5g}" for value in record["forecast"])
+            lines.append(f"mse {record['mse']:.5g}  {where}at {record['at']}: truth {truth}  forecast {forecast}")
+        return lines
 
     def headline(self, metrics: dict) -> str:
         if "test" not in metrics:
@@ -211,18 +249,42 @@ class Sine(Task):
         return SeriesServing(run)
 
     # -- forecasting ------------------------------------------------------------------
-    def check_inputs(self, inputs: list[str], horizon: int | None = None, **opts: Any) -> None:
+    def check_inputs(self, inputs: list[str], horizon: int | None = None, data: Path | None = None,
+                     random_seed: int | None = None, history: list | None = None, **opts: Any) -> None:
         if inputs:
-            raise SeqappError("a sine run forecasts from the end of its own series and takes no inputs; "
-                              "use e.g. 'seqapp predict --horizon 50'")
+            raise SeqappError("a sine run forecasts from the end of its own series and takes no inputs; to "
+                              "forecast from another history, give it with --data FILE ('-' reads stdin), e.g. "
+                              "'seqapp predict --data history.csv --horizon 50'")
         if horizon is not None and horizon < 1:
             raise SeqappError(f"--horizon {horizon} must be at least 1; e.g. --horizon 50")
+        if (data is not None or history is not None) and random_seed is not None:
+            raise SeqappError("--random-seed draws a fresh synthetic series to forecast from, and a history was "
+                              "given (--data); choose one")
+
+    def check_run_options(self, run: Any, data: Path | None = None, history: list | None = None,
+                          **opts: Any) -> None:
+        """A history (``--data``, or the server's ``history``) read and checked against the run's window;
+        kept for :meth:`predict`, so that stdin is read once."""
+        if data is not None:
+            values, dates = read_history(data, run.config.data.column, run.config.data.date_column)
+            self.histories = {str(data): (check_history(run, values, f"the history in {data}"), dates)}
+        if history is not None:
+            check_history(run, history, "the history")
 
     def predict(self, run: Any, inputs: list[str], **opts: Any) -> Iterator[str]:
-        """``step,value`` lines forecasting ``horizon`` steps past the end of the series."""
+        """``step,value`` lines forecasting ``horizon`` steps past the end of the series: the run's
+        own, or the history given (``data``: a file or '-', read by :meth:`check_run_options`;
+        ``history``: the numbers)."""
         self.check_inputs(inputs, **opts)
         steps = opts["horizon"] if opts.get("horizon") is not None else DEFAULT_HORIZON
-        history, truth, dates = forecast_history(run, steps, opts.get("random_seed"))
+        if opts.get("data") is not None:
+            if str(opts["data"]) not in getattr(self, "histories", {}):
+                self.check_run_options(run, data=opts["data"])
+            (history, dates), truth = self.histories[str(opts["data"])], None
+        elif opts.get("history") is not None:
+            history, truth, dates = check_history(run, opts["history"], "the history"), None, None
+        else:
+            history, truth, dates = forecast_history(run, steps, opts.get("random_seed"))
         values = forecast(run, history, steps)
         if opts.get("plot"):
             plot_forecast(run, history, truth, values, dates, Path(opts["plot"]))
@@ -302,6 +364,45 @@ def forecast_history(run: Any, steps: int,
         return noisy[0], clean[0][data.length:], None
     values, dates, _ = read_csv_series(data.path, data.column, data.date_column)
     return values, None, dates
+
+
+def check_history(run: Any, history: Any, what: str) -> np.ndarray:
+    """``history`` as float64 values, refused (SeqappError) when it is not a list of finite numbers,
+    is shorter than the run reads, or lies so far from the training data that its normalised values
+    overflow float32."""
+    prep = run.preprocessing
+    if not isinstance(history, (list, tuple, np.ndarray)) or not all(
+            isinstance(value, (int, float, np.number)) and not isinstance(value, bool) for value in history):
+        raise SeqappError(f"{what} is not a list of numbers; give the values oldest first")
+    values = np.asarray(history, np.float64)
+    needed = prep["window"] + bool(prep.get("difference"))
+    if len(values) < needed:
+        also = " and their changes" if prep.get("difference") else ""
+        raise SeqappError(f"{what} has {len(values)} value(s); the run reads the last {needed}{also}, so give at "
+                          f"least {needed}, oldest first")
+    if not np.isfinite(values).all():
+        raise SeqappError(f"{what} holds a value that is not a finite number; give finite numbers")
+    with np.errstate(over="ignore"):
+        if not np.isfinite(model_values(values[-needed:], prep)).all():
+            raise SeqappError(f"{what} holds values too far from the run's training data (mean {prep['mean']:.6g}, "
+                              f"standard deviation {prep['std']:.6g}) to be normalised; give values on its scale")
+    return values
+
+
+def worst_windows(splits: SeriesSplits, places: list[tuple[int, int]], predicted: np.ndarray, truth: np.ndarray,
+                  count: int) -> list[dict]:
+    """``evaluate --errors``: the ``count`` windows whose forecast has the largest mean squared error,
+    worst first: where the forecast starts (a date label where the data has them, else the position),
+    the true values and the forecast."""
+    errors = np.mean((np.asarray(predicted, np.float64) - truth) ** 2, axis=1)
+    records = []
+    for i in worst_first(errors.tolist(), count):
+        series, start = places[i]
+        at = splits.dates[start] if splits.dates and series == 0 else start
+        records.append({**({"series": series} if len(splits.series) > 1 else {}), "at": at,
+                        "mse": round(float(errors[i]), 6), "truth": [round(float(v), 6) for v in truth[i]],
+                        "forecast": [round(float(v), 6) for v in predicted[i]]})
+    return records
 
 
 # -- plots ----------------------------------------------------------------------------------

@@ -6,6 +6,9 @@ test), tokenizes with the shared word tokenizer, pads to one length and masks th
 (``Embedding(mask_zero=True)``), so padded steps never change a prediction. The model is
 Embedding -> recurrent stack -> Dense: one sigmoid unit for two classes, a softmax for
 more. Imbalanced classes are weighted by inverse frequency through sample weights.
+With ``train.calibrate`` one temperature, fitted on the validation split after training,
+divides the head's logits before its sigmoid or softmax (``preprocessing.json``'s
+``calibration``), on every engine and in the export.
 """
 
 from __future__ import annotations
@@ -22,10 +25,22 @@ from seqapp import datafiles, litert
 from seqapp.config import Config, ModelConfig, setting
 from seqapp.errors import SeqappError
 from seqapp.files import COUNT, NUMBER, TEXT, list_of
-from seqapp.layers import apply_stack, output_head, recurrent_stack
-from seqapp.metrics import class_table, classification_metrics, confusion_table
-from seqapp.plots import plot_confusion
+from seqapp.layers import apply_stack, calibrated, head_features, head_logits, output_head, recurrent_stack
+from seqapp.metrics import (
+    as_logits,
+    calibration_change,
+    class_table,
+    classification_metrics,
+    confusion_table,
+    fit_temperature,
+    frequency_probabilities,
+    probability_lines,
+    probability_scores,
+    scaled_probabilities,
+)
+from seqapp.plots import plot_confusion, probability_plots
 from seqapp.tasks.base import (
+    CALIBRATION_FIELDS,
     JSON_OUTPUT,
     METRIC,
     TOKENIZER_FIELDS,
@@ -39,6 +54,9 @@ from seqapp.tasks.base import (
     held_out,
     main_split,
     split_metrics,
+    temperature,
+    training_part,
+    worst_first,
 )
 from seqapp.tasks.warm_start import (
     PRETRAINED_FIELDS,
@@ -66,6 +84,8 @@ DEFAULT_DATA = "sentiment.tsv"
 SKIPPED_NAMES = ("readme", "license", "licence", "sources", "citation")
 PREDICT_BATCH_SIZE = 1024
 LITERT_BATCH = 32  # texts per call of the LiteRT classifier (its batch is fixed when converted)
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # the smallest normal float32: LiteRT's probabilities are float32
+FLOAT32_HALF_ULP = 2.0**-25  # half the float32 spacing below 1: 1 - p of a float32 p that rounded to 1
 
 
 @dataclass
@@ -145,7 +165,8 @@ class Sentiment(Task):
     predict_options: ClassVar[tuple[PredictOption, ...]] = (JSON_OUTPUT,)
     preprocessing_fields: ClassVar[dict] = {"tokenizer": TOKENIZER_FIELDS, "classes": list_of(TEXT, least=2),
                                             "max_len": COUNT, "class_weights": list_of(NUMBER),
-                                            "majority_class": TEXT, "pretrained?": PRETRAINED_FIELDS}
+                                            "majority_class": TEXT, "pretrained?": PRETRAINED_FIELDS,
+                                            "calibration?": CALIBRATION_FIELDS}
     metrics_fields: ClassVar[dict] = {**split_metrics({"accuracy": METRIC, "macro_f1": METRIC}),
                                       "baseline_majority?": baseline_metrics("accuracy")}
     tiny: ClassVar[dict] = {
@@ -153,12 +174,16 @@ class Sentiment(Task):
         "inputs": ["works great, love it", "the battery died after a day"],
         "options": {},
     }
+    calibrates: ClassVar[bool] = True
 
     @classmethod
     def validate_config(cls, cfg: Config) -> None:
         data = cfg.data
         if data.val_fraction + data.test_fraction >= 0.9:
             raise SeqappError("data.val_fraction + data.test_fraction must be below 0.9; keep most data for training")
+        if cfg.train.calibrate and data.val_fraction == 0:
+            raise SeqappError("train.calibrate fits its temperature on the validation split, and data.val_fraction "
+                              "is 0; set data.val_fraction above 0 (e.g. 0.1)")
         if data.classes is not None and (len(data.classes) < 2 or len(set(data.classes)) != len(data.classes)):
             raise SeqappError(f"data.classes={data.classes!r} must list at least two different labels")
         validate_settings(cfg)
@@ -217,23 +242,64 @@ class Sentiment(Task):
                          metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
 
     # -- evaluation -------------------------------------------------------------------
-    def evaluate(self, run: Any, splits: Splits) -> dict:
+    def calibrate(self, run: Any, splits: Splits) -> dict | None:
+        """The temperature that minimises the validation split's negative log-likelihood."""
+        if not len(splits.val):
+            return None
+        truth = label_ids(splits.val, run.preprocessing["classes"])
+        return {"temperature": fit_temperature(class_logits(run, splits.val.texts), truth), "examples": len(truth)}
+
+    def evaluate(self, run: Any, splits: Splits, engine: str = "tf", errors: int = 0) -> dict:
         """Accuracy, per-class precision / recall / F1, macro F1 and the confusion matrix on
-        val and test, beside the majority-class baseline."""
+        val and test, beside the majority-class baseline; ROC-AUC, PR-AUC, expected calibration
+        error, Brier score and negative log-likelihood of the probabilities, beside those of the
+        baseline's (the training split's class frequencies); with a temperature, the calibration
+        error and log-likelihood before and after it; the ``errors`` examples of the main split
+        with the highest loss (the most confident wrong ones first)."""
         classes = run.preprocessing["classes"]
         majority = classes.index(run.preprocessing["majority_class"])
         for part in (splits.train, splits.val, splits.test):
             check_labels(part, classes, run_classes=True)
+        scale = temperature(run.preprocessing)
+        train_truth = label_ids(splits.train, classes) if len(splits.train) else None
         metrics: dict[str, Any] = {"classes": classes}
+        self.scored: dict[Any, tuple] = {}  # for plots() of this run: the same probabilities, not computed twice
+        worst: list[dict] = []
         for split, examples in held_out(splits).items():
             truth = label_ids(examples, classes)
-            predicted = class_probabilities(run, examples.texts).argmax(axis=1)
-            metrics[split] = classification_metrics(truth, predicted, classes)
+            logits = class_logits(run, examples.texts, engine)
+            probabilities = scaled_probabilities(logits, scale)
+            metrics[split] = {**classification_metrics(truth, probabilities.argmax(axis=1), classes),
+                              **probability_scores(probabilities, truth)}
             baseline = classification_metrics(truth, np.full_like(truth, majority), classes)
             metrics.setdefault("baseline_majority", {"label": classes[majority]})[split] = {
-                "accuracy": baseline["accuracy"], "macro_f1": baseline["macro_f1"]}
-        metrics["examples"] = {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)}
-        return metrics
+                "accuracy": baseline["accuracy"], "macro_f1": baseline["macro_f1"],
+                **(probability_scores(frequency_probabilities(train_truth, len(classes), len(truth)), truth)
+                   if train_truth is not None else {})}
+            if scale != 1.0:
+                metrics.setdefault("calibration", {"temperature": scale})[split] = calibration_change(
+                    logits, truth, scale)
+            self.scored[run.path, split] = (probabilities, truth, logits)
+            if errors:
+                worst = worst_examples(examples, probabilities, truth, classes, errors)
+        parts = {"test": splits.test} if splits.source else {"train": splits.train, "val": splits.val,
+                                                              "test": splits.test}
+        metrics["examples"] = {name: len(part) for name, part in parts.items()}
+        return {**metrics, "worst": worst} if errors else metrics
+
+    def new_data(self, run: Any, path: Path) -> Splits:
+        """The labelled texts of ``path`` (a file, or a folder read with data.pattern), in the run's
+        format and columns, as the test split; the run's training split for the class-frequency baseline."""
+        data = run.config.data
+        examples = read_examples(data_files(str(path), data.pattern), data)
+        check_labels(examples, run.preprocessing["classes"], run_classes=True)
+        train = training_part(self, run, "the class-frequency baseline")
+        return Splits(train=train if train is not None else Examples([], [], []), val=Examples([], [], []),
+                      test=examples, source=str(path))
+
+    def format_worst(self, records: list[dict]) -> list[str]:
+        return [f"loss {record['loss']:.4f}  {record['label']} read as {record['predicted']} "
+                f"({record['probability']:.4f})  {record['line']}: {record['text']}" for record in records]
 
     def headline(self, metrics: dict) -> str:
         split = main_split(metrics)
@@ -259,6 +325,7 @@ class Sentiment(Task):
                              f"macro F1 {metrics[name]['macro_f1']:.4f}"
                              f"   majority class '{baseline.get('label')}': accuracy {base.get('accuracy', 0):.4f}"
                              f"  macro F1 {base.get('macro_f1', 0):.4f}")
+        lines.extend(probability_lines(metrics, baseline, "class frequencies"))
         lines.append("")
         lines.extend(class_table(metrics[split], metrics["classes"], split))
         lines.append("")
@@ -266,12 +333,21 @@ class Sentiment(Task):
         return lines
 
     def plots(self, run: Any, splits: Splits, folder: Any) -> None:
-        """The confusion matrix of the main held-out split as ``confusion_matrix.png``."""
+        """The confusion matrix of the main held-out split as ``confusion_matrix.png``; its ROC and
+        precision-recall curves and reliability diagram as ``roc.png``, ``pr.png``, ``calibration.png``."""
         metrics = run.metrics or self.evaluate(run, splits)
         split = main_split(metrics)
-        if split is not None:
-            plot_confusion(metrics[split]["confusion_matrix"], metrics["classes"], split,
-                           Path(folder) / "confusion_matrix.png")
+        if split is None:
+            return
+        plot_confusion(metrics[split]["confusion_matrix"], metrics["classes"], split,
+                       Path(folder) / "confusion_matrix.png")
+        scored = getattr(self, "scored", {}).get((run.path, split))
+        if scored is None:
+            examples = getattr(splits, split)
+            logits = class_logits(run, examples.texts)
+            scored = (scaled_probabilities(logits, temperature(run.preprocessing)),
+                      label_ids(examples, metrics["classes"]), logits)
+        probability_plots(scored, metrics["classes"], split, temperature(run.preprocessing), Path(folder))
 
     # -- prediction -------------------------------------------------------------------
     def check_inputs(self, inputs: list[str], **opts: Any) -> None:
@@ -286,7 +362,8 @@ class Sentiment(Task):
         import tensorflow as tf
 
         shape = [LITERT_BATCH, run.preprocessing["max_len"]]
-        litert.export(folder, "classifier", run.model, [tf.TensorSpec(shape, tf.int32, name="tokens")])
+        litert.export(folder, "classifier", calibrated(run.model, temperature(run.preprocessing)),
+                      [tf.TensorSpec(shape, tf.int32, name="tokens")])
 
     def serving_module(self, run: Any) -> Any:
         """``seqapp export``: raw texts in, labels and probabilities out (see ``sentiment_serving``)."""
@@ -499,9 +576,47 @@ def classifier(vocab_size: int, num_classes: int, model_cfg: Any) -> Any:
     return keras.Model(tokens, probabilities, name="text_classifier")
 
 
+def class_logits(run: Any, texts: list[str], engine: str = "tf") -> np.ndarray:
+    """A (texts, classes) array of the output head's logits (a sigmoid head's ``z`` as ``[0, z]``),
+    in one batched call: the classes' probabilities are their softmax. ``litert``: the logits the
+    LiteRT classifier's probabilities imply (:func:`litert_logits`), without TensorFlow."""
+    tokenizer = Tokenizer.from_dict(run.preprocessing["tokenizer"])
+    x = encode_texts(tokenizer, texts, run.preprocessing["max_len"])
+    if engine == "litert":
+        return litert_logits(run, x)
+    features = head_features(run.model).predict(x, batch_size=PREDICT_BATCH_SIZE, verbose=0)
+    return as_logits(head_logits(run.model, features))
+
+
+def litert_logits(run: Any, x: np.ndarray) -> np.ndarray:
+    """Logits equal to the head's up to a constant per row (so with the same softmax), from the
+    LiteRT classifier's probabilities (its temperature inside): ``temperature * log(p)``. Those
+    are float32: a probability within float32's rounding of 1 (a sigmoid's complement) or of 0
+    is held at that rounding, where the head's own logit may lie further out."""
+    output = litert_probabilities(run, x)
+    if output.shape[1] == 1:
+        output = np.concatenate([np.maximum(1.0 - output, FLOAT32_HALF_ULP), output], axis=1)
+    return temperature(run.preprocessing) * np.log(np.maximum(output, FLOAT32_TINY))
+
+
+def worst_examples(examples: Examples, probabilities: np.ndarray, truth: np.ndarray, classes: list[str],
+                   count: int) -> list[dict]:
+    """``evaluate --errors``: the ``count`` examples with the highest loss (negative log-probability of
+    the true label), worst first, with the label predicted and its probability."""
+    chosen = probabilities.argmax(axis=1)
+    losses = -np.log(np.maximum(probabilities[np.arange(len(truth)), truth], np.finfo(np.float64).tiny))
+    return [{"line": examples.sources[i], "loss": round(float(losses[i]), 5), "label": classes[truth[i]],
+             "predicted": classes[chosen[i]], "probability": round(float(probabilities[i, chosen[i]]), 5),
+             "text": examples.texts[i]} for i in worst_first(losses.tolist(), count)]
+
+
 def class_probabilities(run: Any, texts: list[str], engine: str = "tf") -> np.ndarray:
     """A (texts, classes) array of probabilities: one batched ``model.predict`` call, or the
-    run's LiteRT classifier (``engine='litert'``) over batches of LITERT_BATCH."""
+    run's LiteRT classifier (``engine='litert'``) over batches of LITERT_BATCH. A calibrated
+    run's temperature divides the logits first (its LiteRT graph holds it)."""
+    scale = temperature(run.preprocessing)
+    if engine != "litert" and scale != 1.0:
+        return scaled_probabilities(class_logits(run, texts), scale)
     tokenizer = Tokenizer.from_dict(run.preprocessing["tokenizer"])
     x = encode_texts(tokenizer, texts, run.preprocessing["max_len"])
     if engine == "litert":

@@ -4,14 +4,17 @@ The graph does what :func:`seqapp.tasks.sentiment.class_probabilities` does: the
 tokenizer (:mod:`seqapp.text_graph`), the first ``max_len`` tokens of each text, a text
 with no tokens read as one unknown token, padding after the text to the longest in the
 request (masked, so it changes no prediction), the classifier, and a two-class sigmoid
-spread into two probabilities. The LiteRT graph is the classifier alone, on token ids.
+spread into two probabilities. The LiteRT graph is the classifier alone, on token ids. A
+calibrated run's temperature divides the logits before the sigmoid or softmax in both.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from seqapp.layers import calibrated
 from seqapp.serving import LiteRTGraph, Serving, Tensor, convert_litert
+from seqapp.tasks.base import temperature
 from seqapp.text import OOV_ID, PAD_ID
 
 
@@ -44,7 +47,17 @@ class SentimentServing(Serving):
     def notes(self) -> list[str]:
         return [f"Each text is read as its first {self.run.preprocessing['max_len']} tokens (the training "
                 "max_len); a text with no tokens (empty) as one unknown token. Labels and probabilities "
-                "equal `seqapp predict`'s."]
+                f"equal `seqapp predict`'s.{self.calibration()}"]
+
+    def calibration(self) -> str:
+        """A README sentence on the run's temperature (empty for a run that has none)."""
+        scale = temperature(self.run.preprocessing)
+        return (f" The probabilities are calibrated: the logits are divided by the temperature {scale:g} "
+                "(fitted on the validation split) before the sigmoid or softmax." if scale != 1.0 else "")
+
+    def classifier(self) -> Any:
+        """The run's classifier as a callable (token ids -> probabilities), its temperature included."""
+        return calibrated(self.model, temperature(self.run.preprocessing))
 
     def module(self) -> Any:
         import tensorflow as tf
@@ -54,6 +67,7 @@ class SentimentServing(Serving):
         prep = self.run.preprocessing
         module = tf.Module()
         module.model = self.model
+        classifier = self.classifier()
         module.table = text_graph.lookup_table(prep["tokenizer"]["vocab"])
         classes = tf.constant(self.classes)
 
@@ -62,7 +76,7 @@ class SentimentServing(Serving):
             """Raw texts -> labels and class probabilities (``serving_default``)."""
             tokens = text_graph.tokenizer_tokens(texts, prep["tokenizer"])
             ids = padded_ids(text_graph.encode(tokens, module.table)[:, :prep["max_len"]])
-            probabilities = two_columns(module.model(ids, training=False))
+            probabilities = two_columns(classifier(ids, training=False))
             return {"labels": tf.gather(classes, tf.argmax(probabilities, axis=1)), "probabilities": probabilities}
 
         module.serve = serve
@@ -71,16 +85,17 @@ class SentimentServing(Serving):
     def litert(self) -> LiteRTGraph:
         import tensorflow as tf
 
-        model = self.model
+        classifier = self.classifier()
         specs = [tf.TensorSpec([1, None], tf.int32, name="tokens")]
-        blob, names = convert_litert(lambda inputs, training=False: two_columns(model(inputs[0], training=False)),
-                                     specs)
+        blob, names = convert_litert(
+            lambda inputs, training=False: two_columns(classifier(inputs[0], training=False)), specs)
         prep = self.run.preprocessing
         return LiteRTGraph(
             blob,
             inputs=[Tensor("tokens", "int32[1, T]", f"the token ids of one text, from `vocabulary.json` "
                                                     f"(1 <= T <= {prep['max_len']})")],
-            outputs=[Tensor(names[0], f"float32[1, {len(self.classes)}]", self.probability_meaning())],
+            outputs=[Tensor(names[0], f"float32[1, {len(self.classes)}]",
+                            self.probability_meaning() + self.calibration())],
             usage=["To make `tokens` from a text, split it as `vocabulary.json` says (`level` char or word; "
                    "words by the regular expression `\\n|\\w+(?:['’]\\w+)*|[^\\w\\s]`; `lower`; "
                    "`strip_punctuation`), map each token to its index in `vocab` (unknown: 1), keep the first "

@@ -67,6 +67,7 @@ class SeriesSplits(Splits):
     clean: list[np.ndarray] | None = None  # the noise-free waves (synthetic data only)
     dates: list[str] | None = None  # one label per point of series 0 (CSV data only)
     name: str = ""  # what the values are: the CSV column, or "sine"
+    periods: list[int | None] | None = None  # seasonal periods of new data (evaluate --data); None: the run's
 
 
 # -- synthetic data -----------------------------------------------------------------------
@@ -93,7 +94,37 @@ def synthetic_series(data: SineDataConfig, count: int, seed: int,
 def read_csv_series(path: str | Path, column: str | None,
                     date_column: str | None) -> tuple[np.ndarray, list[str] | None, str]:
     """One numeric column of a CSV file with a header, its date labels, and its name."""
-    rows = datafiles.read_rows(path, "csv", sniff=True)
+    return series_from_rows(datafiles.read_rows(path, "csv", sniff=True), path, column, date_column)
+
+
+def read_history(source: str | Path, column: str | None,
+                 date_column: str | None) -> tuple[np.ndarray, list[str] | None]:
+    """A new history to forecast from (``seqapp predict --data``) and its date labels: a CSV file
+    read with the run's column rules (:func:`read_csv_series`), or plain numbers one per line;
+    ``-`` reads either from stdin."""
+    if str(source) == "-":
+        import sys
+
+        text, where = sys.stdin.read(), "stdin"
+        if not text.strip():
+            raise SeqappError("--data -: stdin is empty; pipe the history in, one number per line or as CSV")
+    else:
+        text, where = datafiles.read_text(source), str(source)
+    lines = [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    if not is_number(lines[0][1]):
+        rows = datafiles.csv_rows(text, datafiles.sniff_dialect(text), Path(where))
+        values, dates, _ = series_from_rows(rows, where, column, date_column)
+        return values, dates
+    for number, line in lines:
+        if not is_number(line):
+            raise SeqappError(f"{where} line {number}: {line[:40]!r} is not a finite number; give one number per "
+                              "line, or a CSV file with a header row")
+    return np.array([float(line) for _, line in lines]), None
+
+
+def series_from_rows(rows: list[tuple[int, list[str]]], path: Any, column: str | None,
+                     date_column: str | None) -> tuple[np.ndarray, list[str] | None, str]:
+    """:func:`read_csv_series` of rows already read (``path`` names them in errors)."""
     if len(rows) < 2:
         raise SeqappError(f"{path} has a header but no data rows; add one row per time step")
     header = [name.strip() for name in rows[0][1]]
@@ -269,6 +300,13 @@ def split_targets(splits: SeriesSplits, ranges: list, prep: dict) -> Targets:
     clean = np.concatenate(parts["clean"]) if parts["clean"] else None
     return Targets(np.concatenate(parts["x"]), np.concatenate(parts["y"]), np.concatenate(parts["last"]),
                    seasonal, clean)
+
+
+def target_places(splits: SeriesSplits, ranges: list, prep: dict) -> list[tuple[int, int]]:
+    """``(series, position of the first target)`` of each window :func:`split_targets` makes, in its order."""
+    lead = prep["window"] + prep.get("difference", False)
+    return [(i, int(start)) for i, (begin, end) in enumerate(ranges)
+            for start in window_starts(begin, end, lead, prep["horizon"])]
 
 
 # -- naive baselines and errors ----------------------------------------------------------

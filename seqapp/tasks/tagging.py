@@ -10,7 +10,9 @@ padding (sample weight 0), and training batches hold sentences of similar length
 words as ``<unk>`` now and then (a word seen n times with probability ``word_dropout / n``,
 drawn each epoch), so the model learns to lean on spelling and context for unknown words.
 Evaluation reports token accuracy, per-tag scores, accuracy on tokens unseen in training
-and a most-frequent-tag baseline (entity F1 for BIO tag sets).
+and a most-frequent-tag baseline (entity F1 for BIO tag sets), and how well the tag
+probabilities rank and are calibrated over all tokens. With ``train.calibrate`` one
+temperature, fitted on the validation split's tokens, divides the logits before the softmax.
 """
 
 from __future__ import annotations
@@ -28,10 +30,22 @@ import numpy as np
 from seqapp.config import Config, ModelConfig, setting
 from seqapp.errors import SeqappError
 from seqapp.files import COUNT, FLAG, TEXT, list_of, nullable
-from seqapp.layers import is_recurrent, output_head, recurrent_stack
-from seqapp.metrics import class_table, classification_metrics, entity_scores, is_bio
-from seqapp.plots import plot_confusion
+from seqapp.layers import head_features, head_logits, is_recurrent, output_head, output_layer, recurrent_stack
+from seqapp.metrics import (
+    calibration_change,
+    class_table,
+    classification_metrics,
+    entity_scores,
+    fit_temperature,
+    frequency_probabilities,
+    is_bio,
+    probability_lines,
+    probability_scores,
+    scaled_probabilities,
+)
+from seqapp.plots import plot_confusion, probability_plots
 from seqapp.tasks.base import (
+    CALIBRATION_FIELDS,
     JSON_OUTPUT,
     METRIC,
     Objective,
@@ -44,12 +58,16 @@ from seqapp.tasks.base import (
     log,
     main_split,
     split_metrics,
+    temperature,
+    training_part,
+    worst_first,
 )
 from seqapp.tasks.tagging_data import (
     CONLLU_TAG_COLUMNS,
     Encoder,
     Sentences,
     load_splits,
+    read_sentences,
     split_tokens,
     tagged_dataset,
     word_key,
@@ -107,7 +125,7 @@ class Tagging(Task):
     predict_options: ClassVar[tuple[PredictOption, ...]] = (JSON_OUTPUT,)
     preprocessing_fields: ClassVar[dict] = {
         "word_vocab": list_of(TEXT, least=len(SPECIALS)), "lower": FLAG, "char_vocab": nullable(list_of(TEXT)),
-        "max_word_len": COUNT, "tags": list_of(TEXT, least=1)}
+        "max_word_len": COUNT, "tags": list_of(TEXT, least=1), "calibration?": CALIBRATION_FIELDS}
     metrics_fields: ClassVar[dict] = {**split_metrics({"accuracy": METRIC, "unseen_accuracy": METRIC}),
                                       "baseline_most_frequent_tag?": baseline_metrics("accuracy")}
     tiny: ClassVar[dict] = {
@@ -115,6 +133,7 @@ class Tagging(Task):
         "inputs": ["I saw her duck .", "The cat sat on the mat."],
         "options": {},
     }
+    calibrates: ClassVar[bool] = True
 
     @classmethod
     def validate_config(cls, cfg: Config) -> None:
@@ -128,6 +147,9 @@ class Tagging(Task):
                               "column index")
         if data.val_fraction + data.test_fraction >= 0.9:
             raise SeqappError("data.val_fraction + data.test_fraction must be below 0.9; keep most data for training")
+        if cfg.train.calibrate and not data.val_path and data.val_fraction == 0:
+            raise SeqappError("train.calibrate fits its temperature on the validation split, and there is none "
+                              "(data.val_fraction is 0); set data.val_fraction above 0 or give data.val_path")
         data.val_path = os.path.abspath(data.val_path) if data.val_path else None
         data.test_path = os.path.abspath(data.test_path) if data.test_path else None
 
@@ -180,24 +202,71 @@ class Tagging(Task):
                          weighted_metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
 
     # -- evaluation -------------------------------------------------------------------
-    def evaluate(self, run: Any, splits: Splits) -> dict:
+    def calibrate(self, run: Any, splits: Splits) -> dict | None:
+        """The temperature that minimises the negative log-likelihood of the validation split's tokens."""
+        if not splits.val.token_count():
+            return None
+        truth = tag_ids(splits.val.tags, run.preprocessing["tags"])
+        return {"temperature": fit_temperature(np.concatenate(tag_logits(run, splits.val.tokens)), truth),
+                "examples": len(truth)}
+
+    def evaluate(self, run: Any, splits: Splits, engine: str = "tf", errors: int = 0) -> dict:
         """Token accuracy, per-tag scores, unseen-token accuracy (and entity F1 for BIO tags)
-        on val and test, beside the most-frequent-tag baseline."""
+        on val and test, beside the most-frequent-tag baseline; ROC-AUC, PR-AUC (per tag
+        one-vs-rest, macro), expected calibration error, Brier score and negative log-likelihood
+        of the tag probabilities over all tokens, beside those of the training split's tag
+        frequencies; with a temperature, the calibration error and log-likelihood before and after it;
+        the ``errors`` sentences of the main split with the most wrong tags. Without a training split
+        (new data whose run's own data cannot be read) the baselines are left out and a token is
+        unseen when the run's word vocabulary lacks it."""
         tags, lower = run.preprocessing["tags"], run.preprocessing["lower"]
-        baseline = MostFrequentTag(splits.train, tags, lower)
+        baseline = MostFrequentTag(splits.train, tags, lower) if len(splits.train) else None
+        knows = baseline.knows if baseline is not None else Encoder(run.preprocessing).knows
+        scale = temperature(run.preprocessing)
+        train_truth = tag_ids(splits.train.tags, tags)
         metrics: dict[str, Any] = {"tags": tags}
+        self.scored: dict[Any, tuple] = {}  # for plots() of this run: the same probabilities, not computed twice
+        worst: list[dict] = []
         for split, sentences in held_out(splits).items():
             check_tags(sentences, tags)
-            unseen = np.asarray([not baseline.knows(token) for tokens in sentences.tokens for token in tokens])
-            predicted = predict_tags(run, sentences.tokens)
-            metrics[split] = tagging_scores(sentences, predicted, tags, unseen)
-            guessed = [[baseline.tag(token) for token in tokens] for tokens in sentences.tokens]
-            base = tagging_scores(sentences, guessed, tags, unseen)
-            metrics.setdefault("baseline_most_frequent_tag", {})[split] = {
-                key: base[key] for key in ("accuracy", "unseen_accuracy", "macro_f1", "entities") if key in base}
-        metrics["sentences"] = {name: len(part) for name, part in vars(splits).items()}
-        metrics["tokens"] = {name: part.token_count() for name, part in vars(splits).items()}
-        return metrics
+            unseen = np.asarray([not knows(token) for tokens in sentences.tokens for token in tokens])
+            logits = tag_logits(run, sentences.tokens)
+            probabilities = [scaled_probabilities(rows, scale) for rows in logits]
+            predicted = [[tags[k] for k in rows.argmax(axis=-1)] for rows in probabilities]
+            truth = tag_ids(sentences.tags, tags)
+            flat = np.concatenate(probabilities)
+            metrics[split] = {**tagging_scores(sentences, predicted, tags, unseen), **probability_scores(flat, truth)}
+            if baseline is not None:
+                guessed = [[baseline.tag(token) for token in tokens] for tokens in sentences.tokens]
+                base = tagging_scores(sentences, guessed, tags, unseen)
+                metrics.setdefault("baseline_most_frequent_tag", {})[split] = {
+                    key: base[key] for key in ("accuracy", "unseen_accuracy", "macro_f1", "entities") if key in base}
+                metrics.setdefault("baseline_tag_frequencies", {})[split] = probability_scores(
+                    frequency_probabilities(train_truth, len(tags), len(truth)), truth)
+            if scale != 1.0:
+                metrics.setdefault("calibration", {"temperature": scale})[split] = calibration_change(
+                    np.concatenate(logits), truth, scale)
+            self.scored[run.path, split] = (flat, truth, np.concatenate(logits))
+            if errors:
+                worst = worst_sentences(sentences, predicted, probabilities, tags, errors)
+        parts = {"test": splits.test} if splits.source else vars(splits)
+        metrics["sentences"] = {name: len(part) for name, part in parts.items() if name != "source"}
+        metrics["tokens"] = {name: part.token_count() for name, part in parts.items() if name != "source"}
+        return {**metrics, "worst": worst} if errors else metrics
+
+    def new_data(self, run: Any, path: Path) -> Splits:
+        """The tagged sentences of ``path`` (CoNLL-U or columns, with the run's tag column) as the test
+        split; the run's training split for the baselines and the unseen words."""
+        data = run.config.data
+        sentences = read_sentences(Path(path), data.format, data.tag_column)
+        check_tags(sentences, run.preprocessing["tags"])
+        train = training_part(self, run, "the most-frequent-tag baseline")
+        return Splits(train=train if train is not None else Sentences([], [], []), val=Sentences([], [], []),
+                      test=sentences, source=str(path))
+
+    def format_worst(self, records: list[dict]) -> list[str]:
+        return [f"{record['errors']} of {record['tokens']} tags wrong  {record['line']}: {record['tagged']}"
+                for record in records]
 
     def headline(self, metrics: dict) -> str:
         """Main-split accuracy, unseen-token accuracy and the baseline's accuracy."""
@@ -225,17 +294,28 @@ class Tagging(Task):
                 base = metrics.get("baseline_most_frequent_tag", {}).get(name)
                 if base:
                     lines.append(f"      {score_line(base)}   most-frequent-tag baseline")
+        lines.extend(probability_lines(metrics, metrics.get("baseline_tag_frequencies", {}), "tag frequencies"))
         lines.append("")
         lines.extend(class_table(metrics[split], metrics["tags"], split))
         return lines
 
     def plots(self, run: Any, splits: Splits, folder: Any) -> None:
-        """The tag confusion matrix of the main held-out split as ``confusion_matrix.png``."""
+        """The tag confusion matrix of the main held-out split as ``confusion_matrix.png``; the
+        per-tag ROC and precision-recall curves and the reliability diagram of its tokens as
+        ``roc.png``, ``pr.png`` and ``calibration.png``."""
         metrics = run.metrics or self.evaluate(run, splits)
         split = main_split(metrics)
-        if split is not None:
-            plot_confusion(metrics[split]["confusion_matrix"], metrics["tags"], split,
-                           Path(folder) / "confusion_matrix.png")
+        if split is None:
+            return
+        plot_confusion(metrics[split]["confusion_matrix"], metrics["tags"], split,
+                       Path(folder) / "confusion_matrix.png")
+        scored = getattr(self, "scored", {}).get((run.path, split))
+        if scored is None:
+            sentences = getattr(splits, split)
+            logits = np.concatenate(tag_logits(run, sentences.tokens))
+            scored = (scaled_probabilities(logits, temperature(run.preprocessing)),
+                      tag_ids(sentences.tags, metrics["tags"]), logits)
+        probability_plots(scored, metrics["tags"], split, temperature(run.preprocessing), Path(folder))
 
     def serving_module(self, run: Any) -> Any:
         """``seqapp export``: raw sentences in, tokens and tags out (see ``tagging_serving``)."""
@@ -250,13 +330,19 @@ class Tagging(Task):
 
     def predict(self, run: Any, inputs: list[str], **opts: Any) -> Iterator[str]:
         """``token/TAG`` for each token of each input (split by :func:`split_tokens`), or
-        with ``json`` one object per input; unknown words are reported as a warning."""
+        with ``json`` one object per input, with each tag's probability; unknown words are
+        reported as a warning."""
         self.check_inputs(inputs)
         token_lists = [split_tokens(text) for text in inputs]
         warn_unknown(run.preprocessing, token_lists)
-        for text, tokens, tags in zip(inputs, token_lists, predict_tags(run, token_lists)):
+        names = run.preprocessing["tags"]
+        for text, tokens, probabilities in zip(inputs, token_lists, tag_probabilities(run, token_lists)):
+            best = probabilities.argmax(axis=-1)
+            tags = [names[k] for k in best]
             if opts.get("json"):
-                yield json.dumps({"text": text, "tokens": tokens, "tags": tags}, ensure_ascii=False)
+                chosen = probabilities[np.arange(len(best)), best]
+                yield json.dumps({"text": text, "tokens": tokens, "tags": tags,
+                                  "probabilities": [round(float(p), 6) for p in chosen]}, ensure_ascii=False)
             else:
                 yield " ".join(f"{token}/{tag}" for token, tag in zip(tokens, tags))
 
@@ -303,16 +389,45 @@ def spelling_features(chars: Any, char_vocab_size: int, model_cfg: Any, width: i
 
 def predict_tags(run: Any, token_lists: list[list[str]]) -> list[list[str]]:
     """The most probable tag of every token, sentences batched by length."""
-    encoder = Encoder(run.preprocessing)
     tags = run.preprocessing["tags"]
+    return [[tags[k] for k in rows.argmax(axis=-1)] for rows in tag_probabilities(run, token_lists)]
+
+
+def tag_probabilities(run: Any, token_lists: list[list[str]]) -> list[np.ndarray]:
+    """Per sentence a (tokens, tags) array of tag probabilities; a calibrated run's temperature
+    divides the logits first."""
+    scale = temperature(run.preprocessing)
+    if scale != 1.0:
+        return [scaled_probabilities(rows, scale) for rows in tag_logits(run, token_lists)]
+    width = len(run.preprocessing["tags"])
+    return [np.asarray(rows, np.float64) for rows in per_token(run, token_lists, run.model, width)]
+
+
+def tag_logits(run: Any, token_lists: list[list[str]]) -> list[np.ndarray]:
+    """Per sentence a (tokens, tags) float64 array of the output head's logits."""
+    width = output_layer(run.model).kernel.shape[0]  # what the head reads per token
+    features = per_token(run, token_lists, head_features(run.model), width)
+    return [head_logits(run.model, rows) for rows in features]
+
+
+def per_token(run: Any, token_lists: list[list[str]], model: Any, width: int) -> list[np.ndarray]:
+    """``model``'s output at every token (per sentence a (tokens, width) array), sentences batched by length."""
+    encoder = Encoder(run.preprocessing)
     order = sorted((i for i, tokens in enumerate(token_lists) if tokens), key=lambda i: len(token_lists[i]))
-    predicted: list[list[str]] = [[] for _ in token_lists]
+    found = [np.zeros((0, width), np.float32) for _ in token_lists]
     for start in range(0, len(order), PREDICT_BATCH_SIZE):
         batch = order[start:start + PREDICT_BATCH_SIZE]
-        probabilities = run.model.predict_on_batch(encoder.batch([token_lists[i] for i in batch]))
+        outputs = np.asarray(model.predict_on_batch(encoder.batch([token_lists[i] for i in batch])))
         for row, i in enumerate(batch):
-            predicted[i] = [tags[k] for k in np.asarray(probabilities[row, :len(token_lists[i])]).argmax(axis=-1)]
-    return predicted
+            found[i] = outputs[row, :len(token_lists[i])]
+    return found
+
+
+def tag_ids(tag_lists: list[list[str]], tags: list[str]) -> np.ndarray:
+    """The index in ``tags`` of every tag of every sentence, in one flat array (tags outside
+    ``tags`` left out: :func:`check_tags` refuses them where they matter)."""
+    index = {tag: i for i, tag in enumerate(tags)}
+    return np.asarray([index[tag] for sentence in tag_lists for tag in sentence if tag in index], np.int64)
 
 
 def warn_unknown(prep: dict, token_lists: list[list[str]]) -> None:
@@ -379,6 +494,25 @@ def score_line(scores: dict) -> str:
     if "entities" in scores:
         line += f"  entity F1 {scores['entities']['f1']:.4f}"
     return line
+
+
+def worst_sentences(sentences: Sentences, predicted: list[list[str]], probabilities: list[np.ndarray],
+                    tags: list[str], count: int) -> list[dict]:
+    """``evaluate --errors``: the ``count`` sentences with the most wrong tags (then the highest
+    loss), worst first; each wrong token is shown as ``token/PREDICTED(TRUE)``."""
+    index = {tag: i for i, tag in enumerate(tags)}
+    found = []
+    for truth, guess, rows in zip(sentences.tags, predicted, probabilities):
+        wrong = sum(t != g for t, g in zip(truth, guess))
+        chances = rows[np.arange(len(truth)), [index[tag] for tag in truth]]
+        found.append((wrong, float(-np.log(np.maximum(chances, np.finfo(np.float64).tiny)).sum())))
+    records = []
+    for i in worst_first([wrong + loss / (1.0 + loss) for wrong, loss in found], count):
+        tagged = " ".join(f"{token}/{guess}" if guess == truth else f"{token}/{guess}({truth})" for token, truth, guess
+                          in zip(sentences.tokens[i], sentences.tags[i], predicted[i]))
+        records.append({"line": sentences.sources[i], "errors": found[i][0], "tokens": len(sentences.tokens[i]),
+                        "loss": round(found[i][1], 5), "tagged": tagged})
+    return records
 
 
 def check_tags(sentences: Sentences, tags: list[str]) -> None:

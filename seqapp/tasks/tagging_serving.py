@@ -6,14 +6,18 @@ splitter (``tagging_data.split_tokens``, in :mod:`seqapp.text_graph`), word ids 
 long word's start and end kept (``tagging_data.Encoder.char_ids``), padding after each
 sentence (masked), the tagger and the most probable tag of every token. Sentences come
 back padded to the longest in the request, with their lengths. The LiteRT graph is the
-tagger alone, on word and character ids.
+tagger alone, on word and character ids; a calibrated run's temperature divides its logits
+before the softmax (it changes the probabilities, never a tag, so the tags of the SavedModel
+need no temperature).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from seqapp.layers import calibrated
 from seqapp.serving import LiteRTGraph, Serving, Tensor, convert_litert
+from seqapp.tasks.base import temperature
 from seqapp.text import END_ID, PAD_ID, START_ID
 
 
@@ -69,6 +73,11 @@ class TaggingServing(Serving):
         module.serve = serve
         return module
 
+    def tagger(self) -> Any:
+        """The run's tagger as a callable (word and character ids -> tag probabilities), its
+        temperature included."""
+        return calibrated(self.model, temperature(self.run.preprocessing))
+
     def features(self, module: Any, tokens: Any) -> dict:
         """The tagger's inputs for a ragged ``[N, (T)]`` batch of tokens, at least one step wide."""
         import tensorflow as tf
@@ -92,21 +101,24 @@ class TaggingServing(Serving):
         import tensorflow as tf
 
         prep = self.run.preprocessing
-        model = self.model
+        tagger = self.tagger()
         specs = [tf.TensorSpec([1, None], tf.int32, name="words")]
         if prep["char_vocab"]:
             specs.append(tf.TensorSpec([1, None, prep["max_word_len"]], tf.int32, name="chars"))
         names = [spec.name for spec in specs]
         blob, outputs = convert_litert(
-            lambda inputs, training=False: model(dict(zip(names, inputs)), training=False), specs)
+            lambda inputs, training=False: tagger(dict(zip(names, inputs)), training=False), specs)
         inputs = [Tensor("words", "int32[1, T]", "the ids in `word_vocab` of the (lower-cased, if `lower`) "
                                                  "tokens of one sentence; unknown: 1")]
         if prep["char_vocab"]:
             inputs.append(Tensor("chars", f"int32[1, T, {prep['max_word_len']}]",
                                  "per token: 2 (start), the ids in `char_vocab` of its characters, 3 (end), then "
                                  "0; a longer word keeps its first and last characters"))
+        calibration = (f" (calibrated: the logits divided by the temperature {temperature(prep):g})"
+                       if temperature(prep) != 1.0 else "")
         return LiteRTGraph(blob, inputs, [Tensor(outputs[0], f"float32[1, T, {len(prep['tags'])}]",
-                                                 "tag probabilities per token, in the order of `tags.json`")],
+                                                 f"tag probabilities per token, in the order of `tags.json`"
+                                                 f"{calibration}")],
                            usage=["Split each sentence into tokens the way `seqapp predict` does (the README of a "
                                   "saved_model export says how), look them up as above, one sentence per call "
                                   "(resize the inputs to its length with `resize_tensor_input`)."])

@@ -20,6 +20,7 @@ from seqapp import datafiles, litert, sampling
 from seqapp.config import Config, setting
 from seqapp.errors import SeqappError
 from seqapp.files import COUNT, INTEGER, TEXT, list_of
+from seqapp.runs import Run
 from seqapp.tasks.base import (
     METRIC,
     RANDOM_SEED,
@@ -32,6 +33,7 @@ from seqapp.tasks.base import (
     figure,
     log,
     split_metrics,
+    worst_first,
 )
 from seqapp.tasks.textgen_model import language_model, step_model
 from seqapp.text import (
@@ -50,6 +52,9 @@ from seqapp.text import (
 
 DEFAULT_CORPUS = "corpus.txt"
 CHUNK = 64  # tokens sampled per compiled call (16 ran at half the steady-state speed at batch 1)
+# The text generated after each epoch for TensorBoard (Task.epoch_sample): characters (a quarter as many other
+# tokens), two sampler calls of CHUNK; at the default settings about 0.05 s an epoch of about 2 s.
+EPOCH_TOKENS, EPOCH_TEMPERATURE = 2 * CHUNK, 0.8
 
 
 @dataclass
@@ -155,8 +160,9 @@ class TextGen(Task):
         return Objective(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
     # -- evaluation -------------------------------------------------------------------
-    def evaluate(self, run: Any, splits: Splits) -> dict:
-        """Loss, perplexity and bits per token on val and test, beside a unigram baseline."""
+    def evaluate(self, run: Any, splits: Splits, engine: str = "tf", errors: int = 0) -> dict:
+        """Loss, perplexity and bits per token on val and test, beside a unigram baseline; the
+        ``errors`` windows of the main split with the highest loss."""
         tokenizer = Tokenizer.from_dict(run.preprocessing["tokenizer"])
         seq_len = run.preprocessing["seq_len"]
         unit = {"char": "bits_per_char", "word": "bits_per_word"}.get(tokenizer.level, "bits_per_token")
@@ -166,17 +172,33 @@ class TextGen(Task):
         held_out = {"val": splits.val, "test": splits.test}
         if not any(len(tokenizer.split(text)) > 1 for text in held_out.values()):
             held_out = {"train": splits.train}  # nothing held out: say so, report on train
+        worst: list[dict] = []
         for split, text in held_out.items():
             x, y = windows(tokenizer.encode_array(text), seq_len, seq_len)
             if not len(x):
                 continue
-            loss = mean_cross_entropy(run.model, x, y)
-            metrics[split] = loss_figures(loss, unit)
+            losses = position_losses(run, x, y, engine)
+            metrics[split] = loss_figures(float(losses.mean()), unit)
             baseline[split] = loss_figures(float(-unigram[y].mean()), unit)
+            if errors:
+                worst = worst_windows(tokenizer, x, y, losses, seq_len, errors)
         metrics["baseline_unigram"] = baseline
-        metrics["tokens"] = {split: len(tokenizer.split(text)) for split, text in
-                             {"train": splits.train, "val": splits.val, "test": splits.test}.items()}
-        return metrics
+        parts = {"test": splits.test} if splits.source else {"train": splits.train, "val": splits.val,
+                                                              "test": splits.test}
+        metrics["tokens"] = {split: len(tokenizer.split(text)) for split, text in parts.items()}
+        return {**metrics, "worst": worst} if errors else metrics
+
+    def new_data(self, run: Any, path: Path) -> Splits:
+        """The whole text file as the test split."""
+        text = datafiles.read_text(path)
+        tokens = Tokenizer.from_dict(run.preprocessing["tokenizer"]).split(text)
+        if len(tokens) < 2:
+            raise SeqappError(f"data file {path} has {len(tokens)} token(s); a language model is scored on the "
+                              "tokens that follow others, so give a text of at least 2 tokens")
+        return Splits(train="", val="", test=text, source=str(path))
+
+    def format_worst(self, records: list[dict]) -> list[str]:
+        return [f"loss {record['loss']:.4f}  at token {record['start']}: {record['text']!r}" for record in records]
 
     def headline(self, metrics: dict) -> str:
         split = "test" if "test" in metrics else next((s for s in ("val", "train") if s in metrics), None)
@@ -206,6 +228,22 @@ class TextGen(Task):
 
     def export(self, run: Any, folder: Path) -> None:
         export_step(run, folder)
+
+    def epoch_sample(self, cfg: Config, prep: dict, splits: Splits) -> Any:
+        """A short text generated from the default seed after each epoch, at EPOCH_TEMPERATURE with
+        the training's random seed: the same draws every epoch, so the texts differ by the weights
+        alone. The step model is built once; each call copies the trained weights into it."""
+        run = Run(Path(), cfg, prep)
+        step = sampling.StepFunction(step_model(run), jit_compile=False)  # XLA's compiling: 1-2 s, 30 samples' time
+        length = EPOCH_TOKENS if prep["tokenizer"]["level"] == "char" else EPOCH_TOKENS // 4
+
+        def sample(model: Any) -> str:
+            step.step_model.set_weights(model.get_weights())
+            text = generate_texts(run, "", length=length, temperature=EPOCH_TEMPERATURE,
+                                  random_seed=cfg.train.random_seed, step=step)[0]
+            return "\n".join("    " + line for line in text.split("\n"))  # a Markdown code block: shown as is
+
+        return sample
 
     def serving_module(self, run: Any) -> Any:
         """``seqapp export``: a seed in, generated text out (see ``textgen_serving``)."""
@@ -269,17 +307,66 @@ def loss_figures(loss: float, unit: str) -> dict:
             unit: round(loss / math.log(2), 5)}
 
 
+def position_losses(run: Any, x: np.ndarray, y: np.ndarray, engine: str = "tf") -> np.ndarray:
+    """The next-token cross-entropy (nats) at every position of the windows ``x`` (targets ``y``),
+    each window read from a zero state: with the Keras model (``tf``), or token by token with the
+    run's LiteRT step graph (``litert``, no TensorFlow)."""
+    if engine == "litert":
+        return litert_position_losses(step_function(run, "litert"), x, y)
+    return keras_position_losses(run.model, x, y)
+
+
 def mean_cross_entropy(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
     """Mean next-token cross-entropy (nats) of ``model`` over all positions of ``x``."""
+    return float(keras_position_losses(model, x, y, batch_size).mean())
+
+
+def keras_position_losses(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """:func:`position_losses` with the Keras language model, ``batch_size`` windows a call."""
     import tensorflow as tf
 
-    total, count = 0.0, 0
+    parts = []
     for start in range(0, len(x), batch_size):
         logits = model(x[start:start + batch_size], training=False)
-        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y[start:start + batch_size], logits=logits)
-        total += float(tf.reduce_sum(losses))
-        count += int(np.prod(losses.shape))
-    return total / count
+        parts.append(np.asarray(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=y[start:start + batch_size], logits=logits), np.float64))
+    return np.concatenate(parts)
+
+
+def litert_position_losses(step: litert.StepGraph, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """:func:`position_losses` on the LiteRT step graph: one token a call (the graph's shape), the
+    state carried; the interpreter is driven directly, as this loop runs once per token."""
+    graph = step.graph
+    interpreter = graph.interpreter
+    token_at = graph.inputs[step.token_name]["index"]
+    state_at = [graph.inputs[name]["index"] for name in step.state_names]
+    logits_at, *new_state_at = [graph.output_index[name] for name in graph.outputs]
+    losses = np.zeros(x.shape, np.float64)
+    tokens = x.astype(np.int32)[:, :, None, None]
+    for row in range(len(x)):
+        for index, state in zip(state_at, step.zero_states(1)):
+            interpreter.set_tensor(index, state)
+        logits = []
+        for token in tokens[row]:
+            interpreter.set_tensor(token_at, token)
+            interpreter.invoke()
+            logits.append(interpreter.get_tensor(logits_at)[0])
+            for index, new_index in zip(state_at, new_state_at):
+                interpreter.set_tensor(index, interpreter.get_tensor(new_index))
+        logits = np.asarray(logits, np.float64)
+        top = logits.max(axis=1, keepdims=True)
+        log_norm = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
+        losses[row] = log_norm - logits[np.arange(len(logits)), y[row]]
+    return losses
+
+
+def worst_windows(tokenizer: Tokenizer, x: np.ndarray, y: np.ndarray, losses: np.ndarray, stride: int,
+                  count: int) -> list[dict]:
+    """``evaluate --errors``: the ``count`` windows with the highest mean loss, worst first: where
+    each starts (in tokens), its loss and its text."""
+    means = losses.mean(axis=1)
+    return [{"start": int(i) * stride, "loss": round(float(means[i]), 5),
+             "text": tokenizer.decode([*x[i].tolist(), int(y[i][-1])])} for i in worst_first(means.tolist(), count)]
 
 
 def step_function(run: Any, engine: str = "tf") -> Any:

@@ -26,6 +26,7 @@ from seqapp.errors import SeqappError
 from seqapp.files import COUNT, INTEGER, TEXT, list_of
 from seqapp.layers import state_size
 from seqapp.plots import attention_heatmap
+from seqapp.runs import Run
 from seqapp.tasks.base import (
     JSON_OUTPUT,
     METRIC,
@@ -45,6 +46,7 @@ from seqapp.tasks.translate_model import (
     LITERT_STEP,
     decoder_units,
     export_litert,
+    inference_models,
     memory_count,
     seq2seq_layers,
     trained_inference_models,
@@ -66,6 +68,7 @@ from seqapp.text import (
 DEFAULT_PAIRS = "pairs.tsv"
 LENGTH_PENALTY_RANGE = (0.0, 5.0)  # model.length_penalty's range, and --length-penalty's
 EXAMPLES = 5
+EPOCH_SOURCES = 4  # validation sources translated after each epoch, for TensorBoard
 # The punctuation spacing learned from the targets (spacing_rules): tokens written with or without a space.
 SPACING_RULES = ("after_no_space", "before_no_space", "after_space", "before_space")
 
@@ -134,7 +137,7 @@ class Translate(Task):
         "source_tokenizer": TOKENIZER_FIELDS, "target_tokenizer": TOKENIZER_FIELDS, "max_len": COUNT,
         "target_spacing?": {f"{rule}?": list_of(TEXT) for rule in SPACING_RULES}}
     metrics_fields: ClassVar[dict] = {
-        "greedy?": {"bleu": METRIC},
+        "greedy?": {"bleu": METRIC}, "signatures?": {"bleu": TEXT, "chrf": TEXT},
         "if greedy": {"split": TEXT, "beam": {"bleu": METRIC, "width": INTEGER},
                       "baseline_copy_source": {"bleu": METRIC}}}
     tiny: ClassVar[dict] = {
@@ -215,15 +218,17 @@ class Translate(Task):
         return TranslateServing(run)
 
     # -- evaluation -------------------------------------------------------------------
-    def evaluate(self, run: Any, splits: Splits) -> dict:
-        """BLEU and chrF of greedy and beam decoding on the test sources, beside copying the source."""
+    def evaluate(self, run: Any, splits: Splits, engine: str = "tf", errors: int = 0) -> dict:
+        """BLEU and chrF of greedy and beam decoding on the test sources, beside copying the source;
+        the ``errors`` sources whose beam translation has the lowest sentence BLEU (then chrF)."""
         split, groups = held_out(splits)
         sources = [source for source, _ in groups]
         references = [refs for _, refs in groups]
-        translator = self.translator(run)
+        translator = self.translator(run, engine)
         width = run.config.model.beam
         greedy = translator.translate(sources, beam=1)
         beamed = translator.translate(sources, beam=width) if width > 1 else greedy
+        worst = {"worst": worst_translations(sources, beamed, references, errors)} if errors else {}
         return {
             "split": split,
             "sentences": len(sources),
@@ -231,10 +236,34 @@ class Translate(Task):
             "greedy": bleu_chrf(greedy, references),
             "beam": {"width": width, **bleu_chrf(beamed, references)},
             "baseline_copy_source": bleu_chrf(sources, references),
+            "signatures": sacrebleu_signatures(references),
             "data": split_sizes(splits),
             "examples": [{"source": source, "greedy": g, "beam": b, "references": refs}
                          for source, g, b, refs in list(zip(sources, greedy, beamed, references))[:EXAMPLES]],
+            **worst,
         }
+
+    def new_data(self, run: Any, path: Path) -> Splits:
+        """The pairs of a ``source<TAB>target`` file, grouped by source, as the test split; pairs
+        longer than the run's data.max_len are left out with a warning, as training leaves them out."""
+        data = run.config.data
+        pairs = read_pairs(path)
+        kept = keep_short(pairs, data.level, data.lower_source, data.max_len, required=False)
+        if not kept:
+            raise SeqappError(f"no pair of {path} has at most {data.max_len} tokens on both sides (the run's "
+                              "data.max_len, beyond which it was not trained); give shorter sentences")
+        if len(kept) < len(pairs):
+            log.warning(f"{len(pairs) - len(kept)} of {len(pairs)} pairs of {path} have more than the run's "
+                        f"data.max_len of {data.max_len} tokens on a side and are left out, as in training")
+        return Splits(train=[], val=[], test=group_by_source(kept), source=str(path))
+
+    def format_worst(self, records: list[dict]) -> list[str]:
+        lines = []
+        for record in records:
+            lines += [f"BLEU {record['bleu']:.2f}  chrF {record['chrf']:.2f}  {record['source']}",
+                      f"    translation: {record['translation']}",
+                      f"    references:  {' | '.join(record['references'])}"]
+        return lines
 
     def headline(self, metrics: dict) -> str:
         if "greedy" not in metrics:
@@ -256,6 +285,8 @@ class Translate(Task):
             lines.append(f"{label:<14}{scores['bleu']:>7.2f}{scores['chrf']:>7.2f}"
                          f"{scores['bleu_1ref']:>12.2f}{scores['chrf_1ref']:>12.2f}")
         lines.append("(BLEU / chrF against all references of each source; 1-ref: the first reference only)")
+        if "signatures" in metrics:
+            lines.append(f"sacrebleu: BLEU {metrics['signatures']['bleu']}, chrF {metrics['signatures']['chrf']}")
         lines.append("examples:")
         for example in metrics.get("examples", []):
             lines += [f"  {example['source']}", f"    greedy:     {example['greedy']}",
@@ -339,6 +370,26 @@ class Translate(Task):
         source = groups[0][0]
         plot_attention(translator, source, translator.decode_ids([source])[0], Path(folder) / "attention.png")
 
+    def epoch_sample(self, cfg: Config, prep: dict, splits: Splits) -> Any:
+        """The greedy translations of the first EPOCH_SOURCES validation sources (training ones when
+        none are held out), as a Markdown table beside their references. The encoder and step
+        models are built once; each call copies the trained weights into them."""
+        groups = (splits.val or splits.train)[:EPOCH_SOURCES]
+        if not groups:
+            return None
+        layers = seq2seq_layers(cfg.model, *vocab_sizes(prep))
+        twin = training_model(layers)
+        translator = make_translator(Run(Path(), cfg, prep), models=inference_models(layers, cfg.model))
+
+        def sample(model: Any) -> str:
+            twin.set_weights(model.get_weights())
+            rows = zip(groups, translator.translate([source for source, _ in groups], beam=1))
+            return "| source | reference | greedy translation |\n|---|---|---|\n" + "\n".join(
+                f"| {markdown_cell(source)} | {markdown_cell(refs[0])} | {markdown_cell(text)} |"
+                for (source, refs), text in rows)
+
+        return sample
+
 
 def check_decoding(beam: int | None, n_best: int | None, length_penalty: float | None, max_len: int | None,
                    no_repeat_ngram: int | None) -> None:
@@ -373,14 +424,15 @@ def read_pairs(path: str | Path) -> list[tuple[str, str]]:
     return pairs
 
 
-def keep_short(pairs: list[tuple[str, str]], level: str, lower_source: bool, max_len: int) -> list[tuple[str, str]]:
+def keep_short(pairs: list[tuple[str, str]], level: str, lower_source: bool, max_len: int,
+               required: bool = True) -> list[tuple[str, str]]:
     """The pairs whose source and target both have at most ``max_len`` tokens (words at level subword:
-    its vocabulary is trained later, on the training split)."""
+    its vocabulary is trained later, on the training split); none kept is an error when ``required``."""
     level = "word" if level == "subword" else level
     source_tokens, target_tokens = Tokenizer(level, lower=lower_source), Tokenizer(level)
     kept = [(source, target) for source, target in pairs
             if len(source_tokens.split(source)) <= max_len and len(target_tokens.split(target)) <= max_len]
-    if not kept:
+    if not kept and required:
         raise SeqappError(f"no sentence pair has at most data.max_len={max_len} tokens on both sides; "
                           "raise data.max_len")
     return kept
@@ -419,9 +471,23 @@ def split_groups(groups: Groups, val_fraction: float, test_fraction: float) -> S
 
 
 def split_sizes(splits: Splits) -> dict:
-    """Source sentences and pairs in each split."""
-    return {name: {"sources": len(groups), "pairs": sum(len(refs) for _, refs in groups)}
-            for name, groups in (("train", splits.train), ("val", splits.val), ("test", splits.test))}
+    """Source sentences and pairs in each split (the test split alone for new data)."""
+    parts = (("test", splits.test),) if splits.source else (("train", splits.train), ("val", splits.val),
+                                                            ("test", splits.test))
+    return {name: {"sources": len(groups), "pairs": sum(len(refs) for _, refs in groups)} for name, groups in parts}
+
+
+def worst_translations(sources: list[str], translations: list[str], references: list[list[str]],
+                       count: int) -> list[dict]:
+    """``evaluate --errors``: the ``count`` sources whose translation has the lowest sentence BLEU
+    against its references (then the lowest chrF), worst first."""
+    import sacrebleu
+
+    scores = [(sacrebleu.sentence_bleu(text, refs).score, sacrebleu.sentence_chrf(text, refs).score)
+              for text, refs in zip(translations, references)]
+    order = sorted(range(len(scores)), key=lambda i: scores[i])[:count]
+    return [{"source": sources[i], "translation": translations[i], "references": references[i],
+             "bleu": round(scores[i][0], 2), "chrf": round(scores[i][1], 2)} for i in order]
 
 
 def held_out(splits: Splits) -> tuple[str, Groups]:
@@ -461,6 +527,21 @@ def bleu_chrf(hypotheses: list[str], references: list[list[str]]) -> dict:
         "bleu_1ref": round(sacrebleu.corpus_bleu(hypotheses, first).score, 2),
         "chrf_1ref": round(sacrebleu.corpus_chrf(hypotheses, first).score, 2),
     }
+
+
+def sacrebleu_signatures(references: list[list[str]]) -> dict:
+    """sacrebleu's signatures of the BLEU and chrF figures against all references (its settings, the
+    number of references and its version: what makes the figures comparable with others'; the
+    ``_1ref`` figures have the same ones with ``nrefs:1``)."""
+    import sacrebleu
+
+    most = max(len(refs) for refs in references)
+    streams = [[refs[i] if i < len(refs) else None for refs in references] for i in range(most)]
+    signatures = {}
+    for name, metric in (("bleu", sacrebleu.BLEU()), ("chrf", sacrebleu.CHRF())):
+        metric.corpus_score([refs[0] for refs in references], streams)  # the signature is known once it has scored
+        signatures[name] = str(metric.get_signature())
+    return signatures
 
 
 def spacing_rules(texts: list[str], tokenizer: Tokenizer) -> dict:
@@ -525,16 +606,22 @@ def plot_attention(translator: Translator, source: str, hypothesis: Hypothesis, 
     attention_heatmap(source_tokens, output_tokens, hypothesis.attention, path, translator.text(hypothesis))
 
 
-def make_translator(run: Any, engine: str = "tf") -> Translator:
-    """The run's translator: Keras models sharing the trained weights (``tf``), or the LiteRT
-    graphs saved with the run (``litert``, which reads neither model.keras nor TensorFlow)."""
+def markdown_cell(text: str) -> str:
+    """``text`` as one cell of a Markdown table: its pipes escaped, its line breaks spaces."""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ") or " "
+
+
+def make_translator(run: Any, engine: str = "tf", models: tuple[Any, Any] | None = None) -> Translator:
+    """The run's translator: Keras models sharing the trained weights (``tf``; or the given encoder
+    and step ``models``), or the LiteRT graphs saved with the run (``litert``, which reads neither
+    model.keras nor TensorFlow)."""
     model_cfg = run.config.model
     source_tokenizer, target_tokenizer = tokenizers_of(run.preprocessing)
     settings = (source_tokenizer, target_tokenizer, run.preprocessing["max_len"], model_cfg.length_penalty,
                 memory_count(model_cfg), detokenizer(target_tokenizer, run.preprocessing.get("target_spacing", {})))
     if engine == "litert":
         return LiteRTTranslator(litert.load(run.path, LITERT_ENCODER), litert.load(run.path, LITERT_STEP), *settings)
-    encoder, step = trained_inference_models(run)
+    encoder, step = models or trained_inference_models(run)
     units = decoder_units(model_cfg)
     return KerasTranslator(encoder, step, *settings, memory_size=units,
                            state_sizes=[units] * (state_size(model_cfg.cell) * model_cfg.layers))

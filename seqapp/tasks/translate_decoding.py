@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from seqapp import progress
 from seqapp.sampling import repeated_ngram_mask
 from seqapp.text import END_ID, OOV_ID, PAD_ID, SPECIALS, START_ID, Tokenizer, pad
 
@@ -276,18 +277,22 @@ class Translator:
     def decode_ranked(self, sources: Sequence[str], decoding: Decoding,
                       batch_size: int = 256) -> list[list[Hypothesis]]:
         """The ``decoding.n_best`` best hypotheses per source sentence, best first, searched as
-        ``decoding`` says (the run's length penalty and max_len where it says None)."""
+        ``decoding`` says (the run's length penalty and max_len where it says None); the sentences
+        done are reported after each batch (:func:`seqapp.progress.report`)."""
         max_len = min(decoding.max_len or self.max_len, self.max_len)
         length_penalty = self.length_penalty if decoding.length_penalty is None else decoding.length_penalty
         banned = BANNED_WITH_UNK if decoding.replace_unk else BANNED_IDS
         # subword targets: SentencePiece's byte pieces too (one byte of a character is no text)
         banned = (*banned, *(i for i in self.target_tokenizer.never_generated() if i >= len(SPECIALS)))
         found: list[list[Hypothesis]] = []
+        what = "greedy decoding" if decoding.beam == 1 else f"beam {decoding.beam} decoding"
+        progress.report(what, 0, len(sources))
         for start in range(0, len(sources), batch_size):
             context, states = self.encode(self.source_ids(sources[start:start + batch_size]))
             found.extend(ranked_search(self.step, context, states, max_len, decoding.beam, length_penalty,
                                        n_best=decoding.n_best, no_repeat_ngram=decoding.no_repeat_ngram,
                                        banned=banned))
+            progress.report(what, len(found), len(sources))
         return found
 
     def text(self, hypothesis: Hypothesis, source: str | None = None) -> str:
