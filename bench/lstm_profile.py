@@ -9,14 +9,15 @@ gradients). This script times each piece alone on this machine, in one process p
 - ``sgemm``: numpy float32 2048 x 2048, the machine's bound;
 - ``step GEMM``: the recurrent product 64 x 256 @ 256 x 1024 alone, 100 dependent steps in one
   XLA-compiled loop (seqapp's setting), and in a PyTorch loop of ``torch.mm`` (the peer's);
-- ``forward`` and ``forward + backward`` of the whole recurrent layer over pre-projected inputs:
-  seqapp's :func:`seqapp.fastrnn.lstm_sequence` under XLA, and ``torch.nn.LSTM``;
+- ``forward`` and ``forward + backward`` of the whole LSTM(256) layer on 256-wide inputs (input
+  projection included): seqapp's :func:`seqapp.fastrnn.project` and
+  :func:`seqapp.fastrnn.lstm_sequence` under XLA, and ``torch.nn.LSTM``;
 - which kernel PyTorch runs for its LSTM (``torch.profiler``: oneDNN's fused RNN primitive
   ``mkldnn_rnn_layer``, or a per-step ``addmm`` loop).
 
-Each figure is GFLOP/s of the recurrent products (2 x 64 x 256 x 1024 per step forward, twice
-that backward: ``dz @ U^T`` in the loop, ``H^T dZ`` after it) and the share of the sgemm
-bound, so the gap between the loop and its products is the gate arithmetic and loop overhead.
+Each figure is GFLOP/s of the layer's matrix products (per step forward 2 x 64 x 512 x 1024:
+input and recurrent; three times that forward + backward) and the share of the sgemm bound,
+so the gap between the layer and its products is the gate arithmetic and loop overhead.
 It never asserts a speed.
 
     python bench/lstm_profile.py                               # seqapp side only
@@ -56,12 +57,14 @@ def seqapp_side(repeats: int) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    from seqapp.fastrnn import keep_freed_memory, lstm_sequence
+    from seqapp.fastrnn import keep_freed_memory, lstm_sequence, project
 
     keep_freed_memory()  # as training does
     rng = tf.random.Generator.from_seed(0)
     recurrent = tf.Variable(rng.normal([UNITS, 4 * UNITS]) * 0.05)
-    xg = rng.normal([STEPS, BATCH, 4 * UNITS])
+    kernel = tf.Variable(rng.normal([UNITS, 4 * UNITS]) * 0.05)
+    bias = tf.Variable(tf.zeros([4 * UNITS]))
+    x = rng.normal([STEPS, BATCH, UNITS])
     h0 = tf.zeros([BATCH, UNITS])
 
     @tf.function(jit_compile=True)
@@ -71,22 +74,22 @@ def seqapp_side(repeats: int) -> dict:
         return tf.while_loop(lambda t, _: t < STEPS, body, (tf.constant(0), h))[1]
 
     @tf.function(jit_compile=True)
-    def forward(xg):
-        hs, _ = lstm_sequence(xg, h0, h0, recurrent)
+    def forward(x):
+        hs, _ = lstm_sequence(project(x, kernel, bias), h0, h0, recurrent)
         return hs
 
     @tf.function(jit_compile=True)
-    def forward_backward(xg):
+    def forward_backward(x):
         with tf.GradientTape() as tape:
-            tape.watch(xg)
-            hs, _ = lstm_sequence(xg, h0, h0, recurrent)
+            tape.watch(x)
+            hs, _ = lstm_sequence(project(x, kernel, bias), h0, h0, recurrent)
             loss = tf.reduce_sum(hs)
-        return tape.gradient(loss, [xg, recurrent])
+        return tape.gradient(loss, [x, kernel, bias, recurrent])
 
     return {
         "step_gemm": best_time(lambda: gemm_loop(h0).numpy(), repeats) / STEPS,
-        "forward": best_time(lambda: forward(xg).numpy(), repeats),
-        "forward_backward": best_time(lambda: [g.numpy() for g in forward_backward(xg)], repeats),
+        "forward": best_time(lambda: forward(x).numpy(), repeats),
+        "forward_backward": best_time(lambda: [g.numpy() for g in forward_backward(x)], repeats),
     }
 
 
@@ -128,8 +131,8 @@ print(json.dumps(result))
 
 
 def torch_side(python: str, repeats: int) -> dict:
-    """The same pieces in PyTorch (its LSTM takes inputs of 256, whose projection it does inside:
-    the forward figures count the recurrent products only, as on seqapp's side)."""
+    """The same pieces in PyTorch (``torch.nn.LSTM(256, 256)``, a forward + backward that also
+    gives the input's gradient, as on seqapp's side)."""
     out = subprocess.run([python, "-c", TORCH_SIDE, str(BATCH), str(UNITS), str(STEPS), str(repeats)],
                          capture_output=True, text=True, check=True, timeout=900)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -137,10 +140,11 @@ def torch_side(python: str, repeats: int) -> dict:
 
 def table(sides: dict, gflops: float) -> str:
     """The figures as a Markdown table: ms per call, GFLOP/s of the recurrent products, share of sgemm."""
-    flops = {"step_gemm": STEP_FLOPS, "forward": STEPS * STEP_FLOPS, "forward_backward": 3 * STEPS * STEP_FLOPS}
+    layer = 2 * STEPS * STEP_FLOPS  # input and recurrent products of 100 steps
+    flops = {"step_gemm": STEP_FLOPS, "forward": layer, "forward_backward": 3 * layer}
     names = {"step_gemm": "one recurrent product, 64x256 @ 256x1024 (in a 100-step loop)",
-             "forward": "LSTM forward, 100 steps (recurrent part)",
-             "forward_backward": "LSTM forward + backward, 100 steps (recurrent part)"}
+             "forward": "LSTM(256) forward, 100 steps, 256-wide inputs",
+             "forward_backward": "LSTM(256) forward + backward, 100 steps"}
     lines = [f"sgemm bound (numpy 2048x2048): {gflops:.0f} GFLOP/s", "",
              "| piece | " + " | ".join(f"{side} ms | {side} GFLOP/s (% of sgemm)" for side in sides) + " |",
              "| --- | " + " | ".join("---: | ---:" for _ in sides) + " |"]
