@@ -4,8 +4,9 @@ The full run trains LSTM, GRU and SimpleRNN (256 units) for 60 s each on each si
 20,000 characters at batch 1, trains the sentiment, tagging and translate templates with
 Keras's recurrent loop and with the fast one in 15 s turns, and times each command 5 times
 (about 25 minutes on 2 CPU cores); ``--quick`` trains the LSTM only for 10 s, samples less,
-takes 3 s turns of the templates and times each command 3 times (``--engine tf`` and the
-many-input calls once): about 4 minutes on 2 cores. Nothing is asserted about speed.
+skips the templates' fast-loop turns and the task quality (keeping the last full run's figures)
+and times each command 3 times (``--engine tf`` and the many-input calls once): about 2 minutes
+on 2 cores. Nothing is asserted about speed.
 """
 
 from __future__ import annotations

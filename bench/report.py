@@ -208,16 +208,21 @@ def render_markdown(result: dict) -> str:
 def write(result: dict, folder: Path) -> tuple[Path, Path]:
     """Write ``latest.json`` and ``latest.md`` into ``folder``; return both paths.
 
-    A run that did not measure ``quality`` (``--quick``) keeps the figures of the last one that
-    did, each with the time it was measured, so the reference for the next change stays.
+    A run that did not measure ``quality`` or ``fast_rnn_speedup`` (``--quick``) keeps the figures
+    of the last one that did, so the reference for the next change stays.
     """
     folder.mkdir(parents=True, exist_ok=True)
     json_path, md_path = folder / "latest.json", folder / "latest.md"
-    if result.get("quality") is None and json_path.is_file():
-        try:
-            result["quality"] = json.loads(json_path.read_text(encoding="utf-8")).get("quality")
-        except (OSError, ValueError, AttributeError):
-            result["quality"] = None
+    try:
+        last = json.loads(json_path.read_text(encoding="utf-8")) if json_path.is_file() else {}
+    except (OSError, ValueError):
+        last = {}
+    last = last if isinstance(last, dict) else {}
+    if result.get("quality") is None:
+        result["quality"] = last.get("quality")
+    speedup = result.get("fast_rnn_speedup") or {}
+    if not any(speedup.values()) and isinstance(last.get("fast_rnn_speedup"), dict):
+        result["fast_rnn_speedup"] = last["fast_rnn_speedup"]
     json_path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     md_path.write_text(render_markdown(result), encoding="utf-8")
     return json_path, md_path

@@ -45,7 +45,7 @@ class Settings:
     seq_len: int = 100
     train_seconds: float = 60.0
     quality_seconds: float = 120.0  # bench/time_to_quality.py: the default template against the peer; 0: skipped
-    speedup_seconds: float = 15.0  # bench/fastrnn_speed.py --tasks: seconds per turn of each side...
+    speedup_seconds: float = 15.0  # bench/fastrnn_speed.py --tasks: seconds per turn of each side (0: skipped)...
     speedup_rounds: int = 2  # ...and timed turns of each (after one warm-up turn)
     gen_steps: dict[str, int] = field(default_factory=lambda: {"batch_1": 20_000, "batch_64": 2_000})
     reps: int = 5
@@ -62,7 +62,7 @@ class Settings:
         if not quick:
             return cls(False, torch_python, data)
         return cls(True, torch_python, data, cells=("lstm",), train_seconds=10.0, quality_seconds=0.0,
-                   speedup_seconds=3.0, speedup_rounds=1, gen_steps={"batch_1": 2_000, "batch_64": 200}, reps=3,
+                   speedup_seconds=0.0, speedup_rounds=1, gen_steps={"batch_1": 2_000, "batch_64": 200}, reps=3,
                    many_reps=1, tf_reps=1, predict_tf=False)
 
 
@@ -283,8 +283,9 @@ def run_suite(s: Settings) -> dict:
             peer_model = throughput(s, result, tmp)
             peer_generation(s, result, peer_model)
             clock = timed(sections, "training_and_generation", clock)
-        fast_rnn_speedup(s, result)
-        clock = timed(sections, "fast_rnn_speedup", clock)
+        if s.speedup_seconds:
+            fast_rnn_speedup(s, result)
+            clock = timed(sections, "fast_rnn_speedup", clock)
         if s.data.is_file() and s.quality_seconds:
             quality(s, result)
             clock = timed(sections, "time_to_quality", clock)

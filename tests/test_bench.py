@@ -260,10 +260,15 @@ def test_quality_figures_are_merged_into_latest_and_kept_by_a_run_that_did_not_m
     table = (tmp_path / "quality.md").read_text()
     assert "| sentiment | amazon + imdb | test_accuracy | 0.84 ± 0.01 | bow_1_2gram 0.82 |" in table
 
-    result = report.add_ratios(report.empty_result())  # a --quick run: no quality of its own
+    speedup = {"template": "tagging", "batch_size": 32, "stock_tokens_per_s": 4000, "fast_tokens_per_s": 7000,
+               "ratio": 1.75}
+    saved["fast_rnn_speedup"] = {"sentiment": None, "tagging": speedup, "translate": None}
+    (tmp_path / "latest.json").write_text(json.dumps(saved))
+    result = report.add_ratios(report.empty_result())  # a --quick run: no quality or speed-ups of its own
     result["settings"], result["machine"] = {}, {}
     report.write(result, tmp_path)
-    assert json.loads((tmp_path / "latest.json").read_text())["quality"]["sentiment"] == sentiment
+    kept = json.loads((tmp_path / "latest.json").read_text())
+    assert kept["quality"]["sentiment"] == sentiment and kept["fast_rnn_speedup"]["tagging"] == speedup
     assert "0.84 ± 0.01" in (tmp_path / "latest.md").read_text()
 
 
