@@ -16,13 +16,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from seqapp.errors import SeqappError
+from seqapp.version import __version__
 
 if TYPE_CHECKING:
     import os
 
     from seqapp.api import LoadedRun
 
-__version__ = "0.5.0"
 __all__ = ["SeqappError", "__version__", "load"]
 
 

@@ -19,7 +19,6 @@ from typing import Annotated, Any
 import typer
 
 from seqapp import (
-    __version__,
     api,
     backend,
     completion,
@@ -36,6 +35,7 @@ from seqapp import (
 from seqapp.engines import check_engine, choose_engine, start_engine
 from seqapp.errors import SeqappError
 from seqapp.tasks import REGISTRY, find_run, get_task
+from seqapp.version import __version__
 
 app = typer.Typer(
     help="Train and use recurrent neural networks (SimpleRNN, LSTM, GRU) on sequence data.",

@@ -34,10 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from seqapp import __version__, faults, files, provenance
 from seqapp import config as config_mod
+from seqapp import faults, files, provenance
 from seqapp.config import Config
 from seqapp.errors import Interrupted, SeqappError  # Interrupted: drafts.Interrupted, as before
+from seqapp.version import __version__
 
 PREFIX = ".partial-"
 STATE_FILE = "training-state.npz"

@@ -28,9 +28,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from seqapp import __version__, datafiles
+from seqapp import datafiles
 from seqapp.errors import SeqappError
 from seqapp.files import INTEGER, TEXT, Kind, check_fields, field_problem, list_of, nullable, read_json
+from seqapp.version import __version__
 
 FILE = "provenance.json"
 DEVICES_FILE = "distribute.json"

@@ -28,12 +28,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
 
-from seqapp import __version__, files, sampling
+from seqapp import files, sampling
 from seqapp.errors import SeqappError
 from seqapp.serve_batching import pull_text
 from seqapp.serve_guard import Gate
 from seqapp.serve_metrics import CONTENT_TYPE, exposition
 from seqapp.serve_service import GENERATE_LENGTH, MAX_BEAM, MAX_HISTORY, Exposure, Limits, Service, without_paths
+from seqapp.version import __version__
 
 log = logging.getLogger("seqapp")
 GENERATE_OPTIONS = {"length": int, "temperature": float, "top_k": int, "top_p": float, "random_seed": int,

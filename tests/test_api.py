@@ -36,7 +36,7 @@ def test_import_seqapp_loads_neither_tensorflow_nor_the_cli():
               "{'tensorflow', 'keras', 'numpy', 'typer', 'yaml'}), "
               "[m for m in sys.modules if m.startswith('seqapp.')])")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert done.stdout.split() == ["[]", "['seqapp.errors']"], done.stdout + done.stderr
+    assert done.stdout.split() == ["[]", "['seqapp.errors',", "'seqapp.version']"], done.stdout + done.stderr
     assert seqapp.SeqappError is SeqappError
 
 

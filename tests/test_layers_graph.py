@@ -20,7 +20,7 @@ PACKAGE = Path(seqapp.__file__).resolve().parent
 
 # From the bottom up; a module may import its own layer or those below (docs/architecture.md).
 LAYERS = {
-    "base": {"errors", "files", "config", "datafiles", "backend", "faults", "distribute", "progress"},
+    "base": {"version", "errors", "files", "config", "datafiles", "backend", "faults", "distribute", "progress"},
     "shared": {"text", "text_graph", "layers", "metrics", "plots", "sampling", "pipeline", "litert", "fastrnn",
                "serving", "embeddings"},
     "runs": {"runs", "provenance"},
@@ -29,9 +29,7 @@ LAYERS = {
     "faces": {"cli", "__main__", "exporting", "serve", "serve_service", "serve_app", "serve_batching", "serve_guard",
               "serve_metrics", "launch", "listing", "configdoc", "tune", "api", "interactive", "completion",
               "progress_bar",
-              # the package itself: its lazy seqapp.load is the Python face (modules importing
-              # __version__ from it are not counted as importing it)
-              "seqapp"},
+              "seqapp"},  # the package itself: its lazy seqapp.load is the Python face
 }
 
 
@@ -96,8 +94,6 @@ def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         targets = set()
         for imported in imported_names(tree, name, path.name == "__init__.py"):
-            if imported == "seqapp" or imported.startswith("seqapp.__version__"):
-                continue  # the package's own __init__ (the version) sits below everything
             target = resolve(imported, modules)
             if target and target != name:
                 targets.add(target)
