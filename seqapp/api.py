@@ -2,9 +2,9 @@
 
 ::
 
-    import seqapp
+    from seqapp.api import load
 
-    model = seqapp.load("runs")                       # the latest run under runs/, or a run folder
+    model = load("runs")                       # the latest run under runs/, or a run folder
     model.predict(["what a lovely film"])             # sentiment, translate, tagging, sine runs
     model.generate("ROMEO:", length=200, temperature=0.8)   # textgen runs
 

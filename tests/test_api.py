@@ -1,4 +1,4 @@
-"""``seqapp.load(RUN)``: the run found as the commands find it, answers equal to ``--json``'s
+"""``seqapp.api.load(RUN)``: the run found as the commands find it, answers equal to ``--json``'s
 records, the same option checks with the command's message, and an ``import seqapp`` that
 loads nothing heavy."""
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import seqapp
+from seqapp import api
 from seqapp.errors import SeqappError
 
 SENTENCES = ["I am cold.", "where is the station", "a zebra xylophone"]
@@ -31,12 +32,14 @@ def cli_error(cli, *args: str) -> str:
     return line[len("error: "):]
 
 
-def test_import_seqapp_loads_neither_tensorflow_nor_the_cli():
-    script = ("import sys, seqapp; print(sorted({m.split('.')[0] for m in sys.modules} & "
-              "{'tensorflow', 'keras', 'numpy', 'typer', 'yaml'}), "
-              "[m for m in sys.modules if m.startswith('seqapp.')])")
+def test_importing_the_api_loads_neither_tensorflow_nor_the_cli():
+    script = ("import sys, seqapp; print(sorted(m for m in sys.modules if m.startswith('seqapp.'))); "
+              "from seqapp.api import load; print(sorted({m.split('.')[0] for m in sys.modules} & "
+              "{'tensorflow', 'keras', 'typer', 'matplotlib'}), 'seqapp.cli' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert done.stdout.split() == ["[]", "['seqapp.errors',", "'seqapp.version']"], done.stdout + done.stderr
+    package, api_line = done.stdout.strip().splitlines()
+    assert package == "['seqapp.errors', 'seqapp.version']", done.stdout + done.stderr  # the package: the base only
+    assert api_line == "[] False", done.stdout + done.stderr
     assert seqapp.SeqappError is SeqappError
 
 
@@ -46,7 +49,7 @@ def test_import_seqapp_loads_neither_tensorflow_nor_the_cli():
 ])
 def test_predict_equals_the_records_of_predict_json(tiny_runs, cli, task, inputs, options, flags):
     run = tiny_runs(task).path
-    model = seqapp.load(run)
+    model = api.load(run)
     assert (model.task, model.path, model.engine) == (task, run, "litert")
     assert model.predict(inputs, **options) == cli_records(cli, "predict", "--run", run, "--json", *flags, *inputs)
     assert model.predict(inputs[0], **options) == model.predict(inputs[:1], **options)
@@ -54,7 +57,7 @@ def test_predict_equals_the_records_of_predict_json(tiny_runs, cli, task, inputs
 
 def test_generate_equals_the_records_of_generate_json(tiny_runs, cli):
     run = tiny_runs("textgen").path
-    model = seqapp.load(run)
+    model = api.load(run)
     records = model.generate("hello", length=25, num_samples=2, random_seed=3, temperature=0.7)
     assert records == cli_records(cli, "generate", "--run", run, "--seed", "hello", "--length", "25",
                                   "--num-samples", "2", "--random-seed", "3", "-t", "0.7", "--json")
@@ -69,23 +72,23 @@ def test_generate_equals_the_records_of_generate_json(tiny_runs, cli):
 def test_a_run_is_found_as_the_commands_find_it(tiny_runs, tmp_path, monkeypatch):
     run = tiny_runs("sentiment").path
     runs_folder = run.parent.parent
-    assert seqapp.load(run).path == run  # a run folder
-    assert seqapp.load(str(runs_folder)).path == run  # a folder of runs: its latest
-    assert seqapp.load(run.parent).path == run  # a task's folder of runs
-    assert seqapp.load(runs_folder, task="sentiment").path == run
+    assert api.load(run).path == run  # a run folder
+    assert api.load(str(runs_folder)).path == run  # a folder of runs: its latest
+    assert api.load(run.parent).path == run  # a task's folder of runs
+    assert api.load(runs_folder, task="sentiment").path == run
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SEQAPP_RUNS", str(runs_folder))
-    assert seqapp.load().path == run  # as --out: $SEQAPP_RUNS
+    assert api.load().path == run  # as --out: $SEQAPP_RUNS
     with pytest.raises(SeqappError, match="no textgen run found in"):
-        seqapp.load(runs_folder, task="textgen")
+        api.load(runs_folder, task="textgen")
     with pytest.raises(SeqappError, match="is a sentiment run; this command needs a textgen run"):
-        seqapp.load(run, task="textgen")
+        api.load(run, task="textgen")
     with pytest.raises(SeqappError, match="does not exist"):
-        seqapp.load(tmp_path / "nowhere")
+        api.load(tmp_path / "nowhere")
     with pytest.raises(SeqappError, match="unknown task 'sentimnt'; did you mean sentiment"):
-        seqapp.load(runs_folder, task="sentimnt")
+        api.load(runs_folder, task="sentimnt")
     with pytest.raises(SeqappError, match="--engine 'fast' is not known"):
-        seqapp.load(run, engine="fast")
+        api.load(run, engine="fast")
 
 
 def test_bad_options_raise_the_message_of_the_command(tiny_runs, cli):
@@ -99,9 +102,9 @@ def test_bad_options_raise_the_message_of_the_command(tiny_runs, cli):
     ]
     for run, options, inputs, flags in cases:
         with pytest.raises(SeqappError) as raised:
-            seqapp.load(run).predict(inputs, **options)
+            api.load(run).predict(inputs, **options)
         assert str(raised.value) == cli_error(cli, "predict", "--run", run, *flags)
-    textgen = seqapp.load(tiny_runs("textgen").path)
+    textgen = api.load(tiny_runs("textgen").path)
     for options, flags in [({"temperature": -1.0}, ["-t", "-1"]), ({"top_p": 1.5}, ["--top-p", "1.5"]),
                            ({"length": -3}, ["--length", "-3"]), ({"stop": ""}, ["--stop", ""]),
                            ({"no_repeat_ngram": 0}, ["--no-repeat-ngram", "0"])]:
@@ -111,8 +114,8 @@ def test_bad_options_raise_the_message_of_the_command(tiny_runs, cli):
 
 
 def test_wrong_calls_raise_seqapp_errors_that_say_what_to_do(tiny_runs):
-    sentiment = seqapp.load(tiny_runs("sentiment").path)
-    textgen = seqapp.load(tiny_runs("textgen").path)
+    sentiment = api.load(tiny_runs("sentiment").path)
+    textgen = api.load(tiny_runs("textgen").path)
     expected = [
         (lambda: sentiment.generate("hello"), "a sentiment run does not generate text; use .predict"),
         (lambda: textgen.predict(["hello"]), "a textgen run continues seeds; use .generate"),
@@ -128,14 +131,14 @@ def test_wrong_calls_raise_seqapp_errors_that_say_what_to_do(tiny_runs):
     for call, message in expected:
         with pytest.raises(SeqappError, match=message.replace("(", r"\(").replace(".", r"\.")):
             call()
-    translate = seqapp.load(tiny_runs("translate").path)
+    translate = api.load(tiny_runs("translate").path)
     with pytest.raises(SeqappError, match="--beam '2' must be an integer"):
         translate.predict(["I am cold."], beam="2")
     assert set(translate.predict_options) >= {"beam", "n_best", "max_len"} and "json" not in translate.predict_options
 
 
 def test_paths_may_be_given_as_text(tiny_runs, tmp_path):
-    model = seqapp.load(tiny_runs("translate").path)
+    model = api.load(tiny_runs("translate").path)
     plot = tmp_path / "attention.png"
     if not model.run.config.model.attention or model.run.config.model.attention == "none":
         pytest.skip("the tiny translate run has no attention")
@@ -145,7 +148,7 @@ def test_paths_may_be_given_as_text(tiny_runs, tmp_path):
 
 def test_the_tf_engine_answers_the_same(tiny_runs):
     run = tiny_runs("sentiment").path
-    fast, keras = seqapp.load(run), seqapp.load(run, engine="tf")
+    fast, keras = api.load(run), api.load(run, engine="tf")
     assert keras.engine == "tf"
     for mine, theirs in zip(fast.predict(SENTENCES), keras.predict(SENTENCES)):
         assert mine["label"] == theirs["label"]

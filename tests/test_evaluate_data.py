@@ -256,11 +256,11 @@ def test_predict_data_keeps_the_runs_column_rules(cli, tiny_runs, tmp_path):
 
 
 def test_python_api_takes_the_history_file(tiny_runs, tmp_path, cli):
-    import seqapp
+    from seqapp.api import load
 
     run = tiny_runs("sine")
     data, _ = sine_csv(run, tmp_path / "history.csv", rows=25)
-    (record,) = seqapp.load(run.path).predict(data=str(data), horizon=4)
+    (record,) = load(run.path).predict(data=str(data), horizon=4)
     assert record["forecast"] == forecast_of(cli, run, "--data", data, "--horizon", "4")
 
 

@@ -20,7 +20,8 @@ PACKAGE = Path(seqapp.__file__).resolve().parent
 
 # From the bottom up; a module may import its own layer or those below (docs/architecture.md).
 LAYERS = {
-    "base": {"version", "errors", "files", "config", "datafiles", "backend", "faults", "distribute", "progress"},
+    "base": {"seqapp", "version", "errors", "files", "config", "datafiles", "backend", "faults", "distribute",
+             "progress"},
     "shared": {"text", "text_graph", "layers", "metrics", "plots", "sampling", "pipeline", "litert", "fastrnn",
                "serving", "embeddings"},
     "runs": {"runs", "provenance"},
@@ -28,8 +29,7 @@ LAYERS = {
     "flow": {"checkpoint", "drafts", "training", "engines", "finetune", "tensorboard_log"},
     "faces": {"cli", "__main__", "exporting", "serve", "serve_service", "serve_app", "serve_batching", "serve_guard",
               "serve_metrics", "launch", "listing", "configdoc", "tune", "api", "interactive", "completion",
-              "progress_bar",
-              "seqapp"},  # the package itself: its lazy seqapp.load is the Python face
+              "progress_bar"},
 }
 
 
